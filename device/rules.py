@@ -1,0 +1,117 @@
+# The settings rules, one copy for the board and the host (the host imports this file).
+# check() returns a list of "key: what is wrong" messages; empty means valid.
+
+GPIOS = (0, 2, 4, 5, 12, 13, 14, 15, 16)
+KEYS = ("ap_ssid", "ap_key", "wifi_ssid", "wifi_key", "hostname", "admin_password", "leds")
+LED_KEYS = ("name", "gpio", "active_low")
+
+
+def default_leds():
+    # The ESP-12 module's blue LED and the NodeMCU board's red LED are wired to 3.3 V: pin low = lit.
+    return [
+        {"name": "blue", "gpio": 2, "active_low": True},
+        {"name": "red", "gpio": 16, "active_low": True},
+    ]
+
+
+def defaults():
+    return {"ap_ssid": "", "ap_key": "", "wifi_ssid": "", "wifi_key": "", "hostname": "",
+            "admin_password": "", "leds": default_leds()}
+
+
+def _ascii(s):
+    for c in s:
+        if not " " <= c <= "~":
+            return False
+    return True
+
+
+def _word(s):
+    for c in s:
+        if not ("a" <= c <= "z" or "0" <= c <= "9" or c in "-_"):
+            return False
+    return True
+
+
+def _text(errs, cfg, key, lo, hi, what):
+    v = cfg.get(key, "")
+    if not isinstance(v, str):
+        errs.append("%s: must be text" % key)
+    elif v and not (lo <= len(v) <= hi and _ascii(v)):
+        errs.append("%s: must be %s, %d to %d printable ASCII characters (got %d)" % (key, what, lo, hi, len(v)))
+
+
+def _ssid(errs, cfg, key):
+    v = cfg.get(key, "")
+    if not isinstance(v, str):
+        errs.append("%s: must be text" % key)
+    elif len(v.encode()) > 32:
+        errs.append("%s: must be at most 32 bytes (got %d)" % (key, len(v.encode())))
+
+
+def check_led(led, where="leds"):
+    errs = []
+    if not isinstance(led, dict):
+        return ["%s: each LED must be a table with name, gpio and active_low" % where]
+    for k in led:
+        if k not in LED_KEYS:
+            errs.append("%s.%s: unknown key (known: name, gpio, active_low)" % (where, k))
+    name = led.get("name")
+    if not isinstance(name, str) or not 1 <= len(name) <= 16 or not _word(name):
+        errs.append("%s.name: must be 1 to 16 characters of a-z, 0-9, - and _ (got %r)" % (where, name))
+    gpio = led.get("gpio")
+    if isinstance(gpio, bool) or not isinstance(gpio, int):
+        errs.append("%s.gpio: must be a GPIO number (got %r)" % (where, gpio))
+    elif 6 <= gpio <= 11:
+        errs.append("%s.gpio: GPIO%d drives the flash chip; use one of %s" % (where, gpio, GPIOS))
+    elif gpio in (1, 3):
+        errs.append("%s.gpio: GPIO%d is the USB serial link; use one of %s" % (where, gpio, GPIOS))
+    elif gpio not in GPIOS:
+        errs.append("%s.gpio: the ESP8266 has no GPIO%d; use one of %s" % (where, gpio, GPIOS))
+    if not isinstance(led.get("active_low", False), bool):
+        errs.append("%s.active_low: must be true or false" % where)
+    return errs
+
+
+def check(cfg):
+    if not isinstance(cfg, dict):
+        return ["settings: must be a table of keys"]
+    errs = []
+    for k in cfg:
+        if k not in KEYS:
+            errs.append("%s: unknown key (known: %s)" % (k, ", ".join(KEYS)))
+    _ssid(errs, cfg, "ap_ssid")
+    _ssid(errs, cfg, "wifi_ssid")
+    key = cfg.get("ap_key", "")
+    if not isinstance(key, str) or not (8 <= len(key) <= 63 and _ascii(key)):
+        n = len(key) if isinstance(key, str) else 0
+        errs.append("ap_key: must be 8 to 63 printable ASCII characters for WPA2 (got %d)" % n)
+    _text(errs, cfg, "wifi_key", 8, 63, "empty or a WPA2 key")
+    if cfg.get("wifi_key") and not cfg.get("wifi_ssid"):
+        errs.append("wifi_key: set without wifi_ssid")
+    _text(errs, cfg, "admin_password", 8, 64, "empty or a password")
+    h = cfg.get("hostname", "")
+    if not isinstance(h, str) or len(h) > 32 or not _word(h.lower()) or h.startswith("-"):
+        errs.append("hostname: must be up to 32 letters, digits and hyphens (got %r)" % (h,))
+    leds = cfg.get("leds", [])
+    if not isinstance(leds, list) or not 1 <= len(leds) <= 8:
+        errs.append("leds: must be a list of 1 to 8 LEDs")
+        return errs
+    seen = []
+    for i, led in enumerate(leds):
+        where = "leds[%d]" % i
+        errs.extend(check_led(led, where))
+        if isinstance(led, dict):
+            for k, what in (("name", "name"), ("gpio", "GPIO")):
+                if led.get(k) in [s.get(k) for s in seen]:
+                    errs.append("%s.%s: %s %r is used by another LED" % (where, k, what, led.get(k)))
+            seen.append(led)
+    return errs
+
+
+def complete(cfg):
+    # A valid config with every key present: missing keys take their defaults.
+    out = defaults()
+    for k in cfg:
+        out[k] = cfg[k]
+    return out

@@ -1,0 +1,3 @@
+from espblink.cli import main
+
+raise SystemExit(main())

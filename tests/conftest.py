@@ -1,0 +1,34 @@
+"""Shared test setup. Browser tests use Debian's chromium through Playwright (no browser download here)."""
+
+from __future__ import annotations
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run", "--disable-sync",
+]
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True,
+         "device_scale_factor": 3,
+         "user_agent": "Mozilla/5.0 (Linux; Android 14; Pixel 7) AppleWebKit/537.36 (KHTML, like Gecko) "
+                       "Chrome/150.0 Mobile Safari/537.36"}
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Debian chromium; a phone context comes from phone_page."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def phone_page(browser):
+    ctx = browser.new_context(**PHONE)
+    page = ctx.new_page()
+    yield page
+    ctx.close()
