@@ -53,8 +53,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(runtime.gpio_line(msg["gpio"], msg["level"], leds), flush=True)
 
         link = runtime.HwLink(on_message)
-        hw = {"hw": link.port, "mac": runtime.MAC, "pins": {}}
-        proc = runtime.spawn([str(shims / "launch.py")], fs, args.heap, hw, {80: args.http_port, 53: args.dns_port})
+        pins = dict(p.split("=", 1) for p in args.pin)
+        hw = {"hw": link.port, "mac": runtime.MAC, "pins": {k: int(v) for k, v in pins.items()}}
+        proc = runtime.spawn([str(shims / "launch.py")], fs, args.heap, hw,
+                             {80: args.http_port, 53: args.dns_port})
         try:
             if not wait_listening(args.http_port, proc, time.monotonic() + 20):
                 proc.wait(timeout=5) if proc.poll() is not None else proc.kill()
@@ -76,10 +78,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run the device app (the .mpy build) on MicroPython here, in the foreground")
+    p = sub.add_parser("run", help="run the device app (the .mpy build) on MicroPython here")
     p.add_argument("--http-port", type=int, required=True, help="host port the board's port 80 appears at")
-    p.add_argument("--dns-port", type=int, default=0, help="host UDP port for the board's DNS (0: any free port)")
+    p.add_argument("--dns-port", type=int, default=0, help="host UDP port for the board's DNS (0: any free)")
     p.add_argument("--heap", type=int, default=runtime.DEFAULT_HEAP, help="MicroPython heap in bytes")
     p.add_argument("--config", type=Path, help="config.json to put on the virtual board")
     p.add_argument("--dir", help="folder to use as the board's filesystem (default: a temporary one)")
+    p.add_argument("--pin", action="append", default=[], metavar="GPIO=LEVEL",
+                   help="hold an input pin at a level from power-on, e.g. 0=0 (FLASH button held: safe mode)")
     p.set_defaults(func=cmd_run)

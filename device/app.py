@@ -1,0 +1,230 @@
+# The LED switch: settings, LEDs, access point and the HTTP routes, served from one loop.
+import gc
+import json
+import sys
+import time
+
+import machine
+
+import leds
+import server
+import wifi
+from server import JSON, HttpError, send
+
+PAGE = "page.html.gz"
+CRASHES = "crashes.txt"
+STABLE_MS = 30000
+CAUSES = {0: "power-on", 1: "watchdog", 2: "exception", 3: "soft watchdog", 4: "soft reset", 5: "deep sleep",
+          6: "hard reset"}
+
+cfg = None
+warning = None
+lights = []
+t0 = 0
+
+
+def page(req):
+    # The page is stored gzip-compressed; a client that cannot inflate it gets the plain page at /leds.
+    if b"gzip" in req.headers.get(b"accept-encoding", b""):
+        server.send_file(req.sock, PAGE, server.HTML, b"Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n")
+    else:
+        send(req.sock, b"303 See Other", b"", server.TEXT, b"Location: /leds\r\nVary: Accept-Encoding\r\n")
+
+
+def page_nojs(req):
+    # The page for browsers without JavaScript: one form per LED, each POST answered 303 back to /.
+    out = bytearray(b"<!doctype html><meta name=viewport content='width=device-width'><title>espblink</title>"
+                    b"<style>button{font-size:1.3em;min-height:48px;width:100%;margin:6px 0}</style>")
+    if warning:
+        out.extend(b"<p><b>Warning:</b> %s</p>" % warning.replace("<", "&lt;").encode())
+    for led in lights:
+        out.extend(b"<form method=post action='/api/leds/%s'><button name=action value=toggle "
+                   b"aria-pressed=%s>%s: %s</button></form>" % (
+                       led.name, b"true" if led.is_on() else b"false", led.name, b"on" if led.is_on() else b"off"))
+    send(req.sock, b"200 OK", out, server.HTML)
+
+
+def get_leds(req):
+    out = bytearray()
+    leds.write_json(out.extend, lights)
+    send(req.sock, b"200 OK", out, JSON)
+
+
+def _form(body):
+    fields = {}
+    for pair in body.split(b"&"):
+        k, _, v = pair.partition(b"=")
+        fields[k] = v
+    return fields
+
+
+def _int(v, what):
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        raise HttpError(b"400 Bad Request", b"%s must be a whole number" % what)
+
+
+def post_led(req):
+    led = leds.find(lights, req.path[10:].decode())
+    if led is None:
+        raise HttpError(b"404 Not Found", b"no LED of that name")
+    ctype = req.headers.get(b"content-type", b"")
+    form = ctype.startswith(b"application/x-www-form-urlencoded")
+    if form:
+        f = _form(req.body)
+        action = f.get(b"action", b"").decode()
+        blink = f.get(b"blink_ms", b"500")
+    elif ctype.startswith(b"application/json"):
+        try:
+            d = json.loads(req.body)
+        except ValueError:
+            raise HttpError(b"400 Bad Request", b"body is not JSON")
+        if not isinstance(d, dict):
+            raise HttpError(b"400 Bad Request", b"body must be a JSON object")
+        blink = d.get("blink_ms")
+        if d.get("toggle") is True:
+            action = "toggle"
+        elif d.get("on") is True or d.get("on") is False:
+            action = "on" if d["on"] else "off"
+        elif blink is not None:
+            action = "blink"
+        else:
+            raise HttpError(b"400 Bad Request", b'send {"on": true|false}, {"toggle": true} or {"blink_ms": N}')
+    else:
+        raise HttpError(b"400 Bad Request", b"send JSON (application/json) or a form")
+    if action == "on":
+        led.set(True)
+    elif action == "off":
+        led.set(False)
+    elif action == "toggle":
+        led.set(not led.is_on() and not led.blink_ms)
+    elif action == "blink":
+        ms = _int(blink, b"blink_ms")
+        if ms == 0:
+            led.set(False)
+        elif 100 <= ms <= 60000:
+            led.blink(ms)
+        else:
+            raise HttpError(b"400 Bad Request", b"blink_ms must be 0 (stop) or 100 to 60000")
+    else:
+        raise HttpError(b"400 Bad Request", b"action must be on, off, toggle or blink")
+    if form:
+        send(req.sock, b"303 See Other", b"", server.TEXT, b"Location: /\r\n")
+    else:
+        out = bytearray()
+        leds.write_led(out.extend, led)
+        send(req.sock, b"200 OK", out, JSON)
+
+
+def status(req):
+    mode, ssid, ip = wifi.status()
+    gc.collect()
+    cause = machine.reset_cause()
+    body = json.dumps({
+        "firmware": "%d.%d.%d" % sys.implementation.version[:3],
+        "mpy": sys.implementation._mpy & 0xFF,
+        "uptime_s": time.ticks_diff(time.ticks_ms(), t0) // 1000,
+        "heap_free": gc.mem_free(),
+        "heap_alloc": gc.mem_alloc(),
+        "reset_cause": CAUSES.get(cause, str(cause)),
+        "wifi": {"mode": mode, "ssid": ssid, "ip": ip},
+        "hostname": cfg["hostname"],
+        "warning": warning,
+        "requests": srv.served if srv else 0,
+    }).encode()
+    send(req.sock, b"200 OK", body, JSON)
+
+
+ROUTES = [
+    (b"GET", b"/", page),
+    (b"GET", b"/leds", page_nojs),
+    (b"GET", b"/api/leds", get_leds),
+    (b"POST", b"/api/leds/*", post_led),
+    (b"GET", b"/api/status", status),
+]
+srv = None
+
+
+def _load_config():
+    import config
+
+    try:
+        return config.load()
+    finally:
+        # The settings code is needed once: unloading it gives its heap back to the requests.
+        del sys.modules["config"], sys.modules["rules"]
+
+
+def main(port=80):
+    global cfg, warning, lights, t0, srv
+    t0 = time.ticks_ms()
+    cfg, warning = _load_config()
+    if warning:
+        print("espblink: warning:", warning)
+        print("espblink: access point %s, key %s" % (cfg["ap_ssid"], cfg["ap_key"]))
+    lights = leds.make(cfg["leds"])
+    ap = wifi.start_ap(cfg)
+    gc.collect()
+    srv = server.Server(ROUTES, port)
+    print("espblink: serving http://%s/ on Wi-Fi %s" % (ap.ifconfig()[0], cfg["ap_ssid"]))
+    gc.collect()
+    wdt = machine.WDT()
+    stable = False
+    while True:
+        wdt.feed()
+        wait = leds.tick(lights)
+        srv.step(1000 if wait < 0 else min(wait, 1000))
+        if not stable and time.ticks_diff(time.ticks_ms(), t0) > STABLE_MS:
+            stable = True
+            _set_crashes(0)
+
+
+def _crashes():
+    try:
+        with open(CRASHES) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
+
+
+def _set_crashes(n):
+    if n == _crashes():
+        return
+    if n:
+        with open(CRASHES, "w") as f:
+            f.write(str(n))
+    else:
+        import os
+
+        os.remove(CRASHES)
+
+
+def clear():
+    # After fixing a crash: import app; app.clear(); then reset.
+    _set_crashes(0)
+
+
+def start():
+    # GPIO0 is the FLASH button (pressed = low): held at power-on, the app stays off and the REPL free.
+    if machine.Pin(0, machine.Pin.IN).value() == 0:
+        print("espblink: safe mode (FLASH button held at power-on): app not started, REPL free")
+        return
+    n = _crashes()
+    if machine.reset_cause() == machine.WDT_RESET:
+        n += 1
+        _set_crashes(n)
+    if n >= 3:
+        print("espblink: the app crashed %d times in a row, so it no longer starts by itself." % n)
+        print("espblink: fix the cause and deploy again, or run: import app; app.clear(); app.start()")
+        return
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("espblink: stopped by Ctrl-C; REPL free")
+    except Exception as e:
+        _set_crashes(n + 1)
+        sys.print_exception(e)
+        print("espblink: the app crashed (%d in a row); rebooting" % (n + 1))
+        time.sleep(1)
+        machine.reset()

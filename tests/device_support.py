@@ -1,0 +1,122 @@
+"""Run the device app on real MicroPython (`espblink run`) for tests, and talk HTTP to it."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from espblink import runtime
+
+ESPBLINK = [sys.executable, "-m", "espblink"]
+
+
+class App:
+    """A running `espblink run`: its port, every line it printed, and small HTTP helpers."""
+
+    def __init__(self, proc: subprocess.Popen, port: int) -> None:
+        self.proc = proc
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}/"
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 15) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines:
+                if text in line:
+                    return line
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.02)
+        raise AssertionError(f"{text!r} not printed within {timeout}s; output:\n{self.output()}")
+
+    def request(self, method: str, path: str, body: bytes | str | None = None,
+                headers: dict[str, str] | None = None, timeout: float = 5) -> tuple[int, dict[str, str], bytes]:
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+        finally:
+            c.close()
+
+    def get_json(self, path: str) -> Any:
+        status, _, body = self.request("GET", path)
+        assert status == 200, (status, body)
+        return json.loads(body)
+
+    def post_json(self, path: str, data: Any) -> tuple[int, bytes]:
+        status, _, body = self.request("POST", path, json.dumps(data),
+                                       {"Content-Type": "application/json", "X-Espblink": "1"})
+        return status, body
+
+    def raw(self, data: bytes, timeout: float = 6) -> bytes:
+        """Send raw bytes, return everything the board answers until it closes."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            s.sendall(data)
+            out = b""
+            while True:
+                try:
+                    chunk = s.recv(4096)
+                except ConnectionResetError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            return out
+
+
+@contextmanager
+def run_app(tmp: Path, config: dict[str, Any] | str | None = None, heap: int = runtime.DEFAULT_HEAP,
+            pins: dict[int, int] | None = None, files: dict[str, str] | None = None,
+            wait: bool = True) -> Iterator[App]:
+    """`espblink run` with the board's filesystem in tmp; config as a dict (JSON) or raw text."""
+    fs = tmp / "fs"
+    fs.mkdir(exist_ok=True)
+    if config is not None:
+        (fs / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
+    for name, text in (files or {}).items():
+        (fs / name).write_text(text)
+    port = runtime.free_port()
+    cmd = [*ESPBLINK, "run", "--http-port", str(port), "--heap", str(heap), "--dir", str(fs)]
+    for gpio, level in (pins or {}).items():
+        cmd += ["--pin", f"{gpio}={level}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    app = App(proc, port)
+    try:
+        if wait:
+            app.wait_for(app.url, timeout=30)
+        yield app
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+VALID = {"ap_ssid": "espblink-test", "ap_key": "correct horse battery", "leds": [
+    {"name": "blue", "gpio": 2, "active_low": True},
+    {"name": "red", "gpio": 16, "active_low": True},
+    {"name": "ext", "gpio": 5, "active_low": False},
+]}

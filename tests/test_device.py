@@ -1,0 +1,172 @@
+"""The device app on real MicroPython (unix port, .mpy build, ESP8266 shims), over real TCP on loopback."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import socket
+import time
+
+import pytest
+from device_support import VALID, run_app
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    with run_app(tmp_path_factory.mktemp("board"), VALID) as a:
+        yield a
+
+
+def gpio_lines(app, start=0):
+    return [ln for ln in app.lines[start:] if ln.startswith("GPIO")]
+
+
+def wait_line(app, text, start, timeout=3.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(text in ln for ln in app.lines[start:]):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{text!r} not printed; got {app.lines[start:]}")
+
+
+def test_all_leds_dark_at_power_on_and_gpio2_never_pulled_low(app):
+    boot = gpio_lines(app)
+    assert "GPIO2 high: blue LED off" in boot
+    assert "GPIO16 high: red LED off" in boot
+    assert "GPIO5 low: ext LED off" in boot
+    assert not any(ln.startswith("GPIO2 low") for ln in app.lines[: app.lines.index(app.url)])
+    leds = app.get_json("/api/leds")["leds"]
+    assert [(d["name"], d["gpio"], d["on"]) for d in leds] == [
+        ("blue", 2, False), ("red", 16, False), ("ext", 5, False)]
+
+
+def test_toggle_drives_active_low_and_active_high_pins(app):
+    n = len(app.lines)
+    status, body = app.post_json("/api/leds/blue", {"on": True})
+    assert status == 200 and json.loads(body)["on"] is True
+    wait_line(app, "GPIO2 low: blue LED on", n)
+    status, body = app.post_json("/api/leds/ext", {"toggle": True})
+    assert json.loads(body)["on"] is True
+    wait_line(app, "GPIO5 high: ext LED on", n)
+    app.post_json("/api/leds/ext", {"toggle": True})
+    wait_line(app, "GPIO5 low: ext LED off", n)
+    app.post_json("/api/leds/blue", {"on": False})
+    wait_line(app, "GPIO2 high: blue LED off", n)
+
+
+def test_form_post_without_javascript_redirects_back(app):
+    status, headers, body = app.request("GET", "/leds")
+    assert status == 200 and b"action='/api/leds/red'" in body
+    n = len(app.lines)
+    status, headers, _ = app.request("POST", "/api/leds/red", "action=toggle",
+                                     {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 303 and headers["location"] == "/"
+    wait_line(app, "GPIO16 low: red LED on", n)
+    app.request("POST", "/api/leds/red", "action=off", {"Content-Type": "application/x-www-form-urlencoded"})
+    wait_line(app, "GPIO16 high: red LED off", n)
+
+
+def test_get_never_changes_state(app):
+    n = len(app.lines)
+    for path in ("/api/leds/blue", "/api/leds/blue?toggle=1", "/api/leds", "/", "/leds", "/api/status"):
+        status, _, _ = app.request("GET", path)
+        assert status in (200, 303, 405)
+    status, headers, _ = app.request("GET", "/api/leds/blue")
+    assert status == 405 and headers["allow"] == "POST"
+    time.sleep(0.3)
+    assert gpio_lines(app, n) == []
+
+
+def test_blink_runs_from_the_loop_while_requests_are_served(app):
+    n = len(app.lines)
+    status, body = app.post_json("/api/leds/red", {"blink_ms": 200})
+    assert status == 200 and json.loads(body)["blink_ms"] == 200
+    t0 = time.monotonic()
+    for _ in range(10):
+        assert app.get_json("/api/leds")["leds"][1]["blink_ms"] == 200
+    assert time.monotonic() - t0 < 3
+    time.sleep(1.0)
+    edges = [ln for ln in gpio_lines(app, n) if ln.startswith("GPIO16")]
+    assert len(edges) >= 6, edges
+    app.post_json("/api/leds/red", {"on": False})
+    time.sleep(0.1)
+    m = len(app.lines)
+    time.sleep(0.5)
+    assert [ln for ln in gpio_lines(app, m) if ln.startswith("GPIO16")] == []
+
+
+@pytest.mark.parametrize("data,status,needle", [
+    (b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 404, b"not found"),
+    (b"POST /api/leds/green HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}", 404, b"LED"),
+    (b"POST /api/leds/blue HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 3\r\n\r\n{x}", 400, b"JSON"),
+    (b"POST /api/leds/blue HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{\"blink_ms\": 5}",
+     400, b"blink_ms"),
+    (b"POST /api/leds/blue HTTP/1.1\r\nContent-Length: 999\r\n\r\n", 413, b"256"),
+    (b"POST /api/leds/blue HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400, b"Content-Length"),
+    (b"POST /api/leds/blue HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 411, b"Content-Length"),
+    (b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 1100 + b"\r\n\r\n", 431, b"1 KiB"),
+    (b"GARBAGE\r\n\r\n", 400, b"request line"),
+    (b"GET http://evil/ HTTP/1.1\r\n\r\n", 400, b"path"),
+    (b"GET /../config.json HTTP/1.1\r\n\r\n", 400, b"path"),
+    (b"GET / HTTP/2.0\r\n\r\n", 400, b"request line"),
+    (b"DELETE /api/leds HTTP/1.1\r\n\r\n", 405, b"GET"),
+])
+def test_bad_requests_get_a_clear_4xx(app, data, status, needle):
+    out = app.raw(data)
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 %d " % status), out
+    assert b"Content-Length: %d" % len(body) in head
+    assert needle in body
+    assert app.get_json("/api/leds")  # and the board goes on serving
+
+
+def test_page_is_one_small_gzip_request_with_nothing_external(app):
+    status, headers, body = app.request("GET", "/", headers={"Accept-Encoding": "gzip, deflate"})
+    assert status == 200
+    assert headers["content-encoding"] == "gzip"
+    assert int(headers["content-length"]) == len(body) <= 6 * 1024
+    html = gzip.decompress(body).decode()
+    assert "<script>" in html and "<style>" in html
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
+    assert 'rel="icon" href="data:' in html
+    # A client that does not take gzip is sent to the plain page the board renders itself.
+    status, headers, _ = app.request("GET", "/")
+    assert status == 303 and headers["location"] == "/leds"
+
+
+def test_status_reports_firmware_heap_wifi(app):
+    s = app.get_json("/api/status")
+    assert s["firmware"].startswith("1.")
+    assert s["mpy"] == 6
+    assert s["heap_free"] > 2000
+    assert s["reset_cause"] == "power-on"
+    assert s["wifi"] == {"mode": "ap", "ssid": "espblink-test", "ip": "192.168.4.1"}
+    assert s["warning"] is None
+    assert s["uptime_s"] >= 0
+
+
+def test_idle_preconnections_do_not_stall_a_toggle(app):
+    idle = [socket.create_connection(("127.0.0.1", app.port)) for _ in range(4)]
+    try:
+        t0 = time.monotonic()
+        status, body = app.post_json("/api/leds/blue", {"toggle": True})
+        assert status == 200
+        assert time.monotonic() - t0 < 4.0  # the idle deadline
+        # More idle sockets than client slots: the oldest idle one gives way.
+        idle += [socket.create_connection(("127.0.0.1", app.port)) for _ in range(4)]
+        status, _ = app.post_json("/api/leds/blue", {"toggle": True})
+        assert status == 200
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_slow_client_is_cut_at_the_deadline(app):
+    with socket.create_connection(("127.0.0.1", app.port), timeout=10) as s:
+        s.sendall(b"GET / HT")
+        t0 = time.monotonic()
+        out = s.recv(1024)
+        assert out.startswith(b"HTTP/1.1 408")
+        assert time.monotonic() - t0 < 6
