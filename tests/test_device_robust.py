@@ -1,0 +1,109 @@
+"""The board never dies: memory under the board's heap, bad settings, safe mode, the boot-loop guard."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import subprocess
+import sys
+
+from device_support import VALID, run_app
+
+
+def test_1000_mixed_requests_in_40000_bytes_of_heap(tmp_path):
+    rnd = random.Random(2)
+    with run_app(tmp_path, VALID, heap=40000) as app:
+        base = app.get_json("/api/status")["heap_free"]
+        gz = {"Accept-Encoding": "gzip"}
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        handled = 0
+        for _ in range(1000):
+            k = rnd.randrange(6)
+            handled += k < 5
+            if k == 0:
+                assert app.request("GET", "/", headers=gz)[0] == 200
+            elif k == 1:
+                assert app.request("GET", "/api/leds")[0] == 200
+            elif k == 2:
+                assert app.post_json(f"/api/leds/{rnd.choice(['blue', 'red', 'ext'])}", {"toggle": True})[0] == 200
+            elif k == 3:
+                assert app.request("POST", "/api/leds/red", "action=toggle", form)[0] == 303
+            elif k == 4:
+                assert app.request("GET", "/api/status")[0] == 200
+            else:
+                junk = rnd.choice([b"\x00\xff" * 40 + b"\r\n\r\n", b"GET /x HTTP/1.1\r\nA" + b"b" * 1200,
+                                   b"POST /api/leds/blue HTTP/1.1\r\nContent-Length: 4\r\n\r\n{{{{"])
+                assert app.raw(junk)[:10] in (b"HTTP/1.1 4", b"")
+        after = app.get_json("/api/status")
+        assert "MemoryError" not in app.output()
+        assert after["requests"] >= handled + 1
+        assert abs(after["heap_free"] - base) <= 256, (base, after["heap_free"])
+
+
+def test_missing_config_gives_safe_defaults_and_a_private_key(tmp_path):
+    with run_app(tmp_path) as app:
+        s = app.get_json("/api/status")
+        assert "no config.json" in s["warning"]
+        assert s["wifi"]["ssid"] == "espblink-1A2B3C"
+        line = app.wait_for("access point espblink-1A2B3C, key ")
+        key = line.rsplit(" ", 1)[1]
+        assert len(key) >= 8 and key != "micropythoN"
+        assert [d["name"] for d in app.get_json("/api/leds")["leds"]] == ["blue", "red"]
+    # The key is kept: the same board comes back with the same network.
+    with run_app(tmp_path) as app:
+        assert app.wait_for("access point espblink-1A2B3C, key ").endswith(key)
+
+
+def test_corrupt_config_is_kept_and_reported(tmp_path):
+    with run_app(tmp_path, '{"ap_key": "abcdefgh", "leds": [') as app:
+        s = app.get_json("/api/status")
+        assert "corrupt" in s["warning"]
+        assert "corrupt" in app.wait_for("espblink: warning:")
+        status, _, body = app.request("GET", "/leds")
+        assert b"corrupt" in body
+    assert (tmp_path / "fs" / "config.json").read_text() == '{"ap_key": "abcdefgh", "leds": ['
+
+
+def test_invalid_config_names_the_key(tmp_path):
+    bad = dict(VALID, leds=[{"name": "blue", "gpio": 7, "active_low": True}], colour="red")
+    with run_app(tmp_path, bad) as app:
+        w = app.get_json("/api/status")["warning"]
+        assert "leds[0].gpio" in w and "flash" in w and "colour: unknown key" in w
+        assert app.get_json("/api/leds")["leds"][0]["gpio"] == 2
+
+
+def test_safe_mode_when_flash_button_held_at_power_on(tmp_path):
+    with run_app(tmp_path, VALID, pins={0: 0}, wait=False) as app:
+        app.wait_for("safe mode")
+        with socket.socket() as s:
+            s.settimeout(1)
+            assert s.connect_ex(("127.0.0.1", app.port)) != 0
+        assert not [ln for ln in app.lines if ln.startswith("GPIO")]
+
+
+def test_boot_loop_guard_stops_after_three_crashes(tmp_path):
+    # A crash: the app cannot take its port (another board holds it). Each crash reboots and is counted.
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    port = blocker.getsockname()[1]
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    (fs / "config.json").write_text(json.dumps(VALID))
+    try:
+        for n in (1, 2, 3):
+            out = run_once(fs, port)
+            assert f"crashed ({n} in a row); rebooting" in out, out
+        out = run_once(fs, port)
+        assert "crashed 3 times in a row, so it no longer starts by itself" in out
+        assert "Traceback" not in out
+    finally:
+        blocker.close()
+    (fs / "crashes.txt").unlink()
+
+
+def run_once(fs, port):
+    r = subprocess.run([sys.executable, "-m", "espblink", "run", "--http-port", str(port), "--dir", str(fs)],
+                       capture_output=True, text=True, timeout=60)
+    return r.stdout + r.stderr

@@ -1,0 +1,81 @@
+"""The page in a phone browser (Debian chromium, Playwright, phone profile) against the app on MicroPython."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from device_support import VALID, run_app
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    with run_app(tmp_path_factory.mktemp("board"), VALID) as a:
+        yield a
+
+
+def wait_line(app, text, start, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(text in ln for ln in app.lines[start:]):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not printed; got {app.lines[start:]}")
+
+
+def test_tapping_each_switch_lights_its_led(app, phone_page, tmp_path):
+    requests = []
+    phone_page.on("request", lambda r: requests.append(r.url))
+    phone_page.goto(app.url)
+    switches = phone_page.locator("button[role=switch]")
+    switches.first.wait_for()
+    assert switches.count() == 3
+    assert requests[0] == app.url and all(u.startswith(app.url) for u in requests)
+    for name, line in (("blue", "GPIO2 low: blue LED on"), ("red", "GPIO16 low: red LED on"),
+                       ("ext", "GPIO5 high: ext LED on")):
+        sw = phone_page.locator(f"#led-{name} button[role=switch]")
+        assert sw.get_attribute("aria-pressed") == "false"
+        n = len(app.lines)
+        sw.tap()
+        phone_page.wait_for_function(
+            f"document.querySelector('#led-{name} button[role=switch]').getAttribute('aria-pressed')=='true'")
+        wait_line(app, line, n)
+    box = switches.first.bounding_box()
+    assert box["width"] >= 44 and box["height"] >= 44  # a thumb-sized target on a 390 px screen
+    phone_page.screenshot(path=str(tmp_path / "page.png"))
+
+
+def test_two_phones_stay_in_sync(app, browser):
+    from conftest import PHONE
+
+    a = browser.new_context(**PHONE).new_page()
+    b = browser.new_context(**PHONE).new_page()
+    a.goto(app.url)
+    b.goto(app.url)
+    a.locator("#led-red button[role=switch]").wait_for()
+    b.locator("#led-red button[role=switch]").wait_for()
+    before = b.locator("#led-red button[role=switch]").get_attribute("aria-pressed")
+    a.locator("#led-red button[role=switch]").tap()
+    want = "false" if before == "true" else "true"
+    # The other phone refreshes every few seconds.
+    b.wait_for_function(
+        f"document.querySelector('#led-red button[role=switch]').getAttribute('aria-pressed')=='{want}'",
+        timeout=8000)
+    a.context.close()
+    b.context.close()
+
+
+def test_page_works_without_javascript(app, browser):
+    from conftest import PHONE
+
+    ctx = browser.new_context(**PHONE, java_script_enabled=False)
+    page = ctx.new_page()
+    page.goto(app.url)
+    page.wait_for_url("**/leds")
+    n = len(app.lines)
+    label = page.locator("button", has_text="blue").inner_text()
+    page.locator("button", has_text="blue").tap()
+    page.wait_for_url("**/leds")
+    wait_line(app, "blue LED", n)
+    assert page.locator("button", has_text="blue").inner_text() != label
+    ctx.close()
