@@ -7,9 +7,12 @@ of machine, network and esp, and the console line for a GPIO change.
 
 from __future__ import annotations
 
+import concurrent.futures
+import ctypes
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -125,7 +128,20 @@ def spawn(args: Iterable[str], cwd: Path, heap: int, hw: dict[str, Any], portmap
           **popen: Any) -> subprocess.Popen:
     """Start micropython with the board's heap (plus what the shims take), shims and port map."""
     cmd = [micropython_exe(), "-X", f"heapsize={heap + shim_overhead()}", *args]
-    return subprocess.Popen(cmd, cwd=cwd, env=board_env(hw, portmap), **popen)
+    env = board_env(hw, portmap)
+    # Started from one long-lived thread: the kernel's parent-death signal follows the creating thread.
+    return _SPAWNER.submit(subprocess.Popen, cmd, cwd=cwd, env=env, preexec_fn=_die_with_parent, **popen).result()
+
+
+_SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="spawn")
+
+
+def _die_with_parent() -> None:
+    # A board's MicroPython must not outlive the process that runs the board.
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def gpio_line(gpio: int, level: int, leds: list[dict[str, Any]]) -> str:

@@ -1,0 +1,318 @@
+"""A virtual NodeMCU: power, the auto-reset circuit, the ROM or the firmware on the UART, GPIOs and Wi-Fi
+state in state.json, and MicroPython (the unix port) as the firmware's engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import socket
+import subprocess
+import termios
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from espblink import build, image, runtime
+from espblink.sim.flash import Flash
+from espblink.sim.rom import Bootloader
+from espblink.sim.serial import Pty, Rfc2217Server
+
+FIRMWARE = Path(__file__).with_name("firmware")
+FLASH_USER_START = 0x100000  # where ESP8266_GENERIC's filesystem region starts on a 4 MB chip
+# The NodeMCU's own LEDs (wired to 3.3 V: pin low = lit) and the documented external LED on GPIO5.
+WIRING = [{"name": "blue", "gpio": 2, "active_low": True}, {"name": "red", "gpio": 16, "active_low": True},
+          {"name": "external", "gpio": 5, "active_low": False}]
+RST_POWER_ON, RST_WDT, RST_SOFT, RST_HARD = 0, 1, 4, 6
+ROM_BANNER = " ets Jan  8 2013,rst cause:%d, boot mode:(%d,%d)\r\n\r\n"
+
+
+class Board:
+    def __init__(self, state: Path, heap: int = runtime.DEFAULT_HEAP, sta: dict[str, str] | None = None,
+                 sta_delay_ms: int = 1500, log: Callable[[str], None] = print) -> None:
+        self.dir = state
+        state.mkdir(parents=True, exist_ok=True)
+        self.heap = heap
+        self.sta = sta or {}
+        self.sta_delay_ms = sta_delay_ms
+        self.log = log
+        self.flash = Flash(state / "flash.bin")
+        self.lock = threading.RLock()
+        self.sinks: list[Callable[[bytes], None]] = []
+        self.http_port = runtime.free_port()
+        self.dns_port = runtime.free_port(socket.SOCK_DGRAM)
+        self.pins: dict[str, int] = {}  # input levels held by the outside world (a button)
+        self.lines = (False, False)
+        self.en = True
+        self.mode = "off"
+        self.rom: Bootloader | None = None
+        self.proc: subprocess.Popen | None = None
+        self.master: int | None = None
+        self.raw = False
+        self.reset_request: str | None = None
+        self.wdt: tuple[int, float] | None = None
+        self.gpio: dict[str, dict[str, Any]] = {}
+        self.wlan: dict[str, Any] = {}
+        self.hostname = ""
+        self.boots = 0
+        self.hw = runtime.HwLink(self._hw_message)
+        self.rfc2217 = Rfc2217Server(self.uart_in, self.set_lines, self.sinks.append, self._remove_sink)
+        self.pty = Pty(self.uart_in)
+        self.sinks.append(self.pty.write)
+        self._stop = threading.Event()
+        threading.Thread(target=self._watchdog, daemon=True, name="wdt").start()
+        build.compile_shims()
+        runtime.portmap_library()
+
+    # -- the outside world -----------------------------------------------------------------------
+    def info(self) -> dict[str, str]:
+        return {"serial": self.rfc2217.url, "pty": self.pty.path, "http": f"http://127.0.0.1:{self.http_port}/",
+                "state": str(self.dir / "state.json")}
+
+    def power_on(self) -> None:
+        with self.lock:
+            self._boot(self.pins.get("0", 1) == 0, RST_POWER_ON)
+
+    def power_off(self) -> None:
+        with self.lock:
+            self._stop_firmware()
+            self.mode = "off"
+            self.gpio = {}
+            self.wlan = {}
+            self._write_state()
+
+    def power_cycle(self) -> None:
+        self.power_off()
+        time.sleep(0.05)
+        self.power_on()
+
+    def reset(self) -> None:
+        """The RST button: EN pulsed low."""
+        with self.lock:
+            self._boot(self.pins.get("0", 1) == 0, RST_HARD)
+
+    def set_pin(self, gpio: int, level: int) -> None:
+        with self.lock:
+            self.pins[str(gpio)] = level
+            self.hw.send(pins={str(gpio): level})
+            self._write_state()
+
+    def drop_sta(self) -> None:
+        self.hw.send(sta_drop=True)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.power_off()
+        self.rfc2217.close()
+        self.pty.close()
+        self.hw.close()
+        self.flash.close()
+
+    # -- UART --------------------------------------------------------------------------------------
+    def emit(self, data: bytes) -> None:
+        for sink in list(self.sinks):
+            sink(data)
+
+    def _remove_sink(self, sink: Callable[[bytes], None]) -> None:
+        if sink in self.sinks:
+            self.sinks.remove(sink)
+
+    def uart_in(self, data: bytes) -> None:
+        with self.lock:
+            if self.mode == "rom" and self.rom:
+                self.rom.feed(data)
+            elif self.mode == "firmware" and self.master is not None:
+                for b in data:
+                    if b == 0x01:
+                        self.raw = True
+                    elif b == 0x02:
+                        self.raw = False
+                try:
+                    os.write(self.master, data)
+                except OSError:
+                    pass
+
+    # -- the NodeMCU's auto-reset circuit --------------------------------------------------------------
+    def set_lines(self, dtr: bool, rts: bool) -> None:
+        """EN is pulled low while RTS is asserted and DTR is not; GPIO0 while DTR is asserted and RTS is not.
+        Over RFC 2217 the two lines change one command apart, where a USB chip changes them together: with
+        both asserted, EN keeps the level it had (the EN capacitor holds it), so the reset sequences of
+        esptool and mpremote act as on a real board."""
+        with self.lock:
+            self.lines = (dtr, rts)
+            if rts and not dtr:
+                en = False
+            elif dtr and rts:
+                en = self.en
+            else:
+                en = True
+            gpio0_low = (dtr and not rts) or self.pins.get("0", 1) == 0
+            if en == self.en:
+                return
+            self.en = en
+            if not en:
+                self._stop_firmware()
+                self.mode = "reset"
+                self.gpio = {}
+                self.wlan = {}
+                self._write_state()
+            else:
+                self._boot(gpio0_low, RST_HARD)
+
+    # -- booting ---------------------------------------------------------------------------------------
+    def _boot(self, bootloader: bool, cause: int) -> None:
+        self._stop_firmware()
+        self.gpio = {}
+        self.wlan = {}
+        self.boots += 1
+        if bootloader:
+            self.emit((ROM_BANNER % (2 if cause else 0, 1, 7)).encode() + b"waiting for host\r\n")
+            self.mode = "rom"
+            self.rom = Bootloader(self.flash, bytes.fromhex(runtime.MAC.replace(":", "")), self.emit,
+                                  self._run_from_rom)
+            self._write_state()
+            return
+        self.emit((ROM_BANNER % (2 if cause else 0, 3, 6)).encode())
+        self.flash.sync()
+        try:
+            info = image.check(self.flash.read(0, FLASH_USER_START))
+        except ValueError:
+            self.emit(b"ets_main.c \r\n")  # an erased or broken image: the ROM stops here
+            self.mode = "halted"
+            self._write_state()
+            return
+        self.emit(b"load 0x40100000, len %d, room 16 \r\n" % (info.size,))
+        self._start_firmware(cause, soft=False)
+
+    def _run_from_rom(self) -> None:
+        # Called from the bootloader (FLASH_END with reboot, RUN_USER_CODE): leave it for the firmware.
+        threading.Thread(target=lambda: (time.sleep(0.05), self._boot_locked(False, RST_HARD)), daemon=True).start()
+
+    def _boot_locked(self, bootloader: bool, cause: int) -> None:
+        with self.lock:
+            self._boot(bootloader, cause)
+
+    def _start_firmware(self, cause: int, soft: bool) -> None:
+        self.mode = "firmware"
+        self.rom = None
+        self.reset_request = None
+        self.wdt = None
+        master, slave = pty.openpty()
+        # Raw, but with ISIG: MicroPython takes the terminal raw while at the REPL and back to this while
+        # running code, so Ctrl-C interrupts main.py as it does on the board.
+        attrs = termios.tcgetattr(slave)
+        attrs[0] = 0
+        attrs[1] = 0
+        attrs[3] = termios.ISIG
+        attrs[6][termios.VMIN] = 1
+        attrs[6][termios.VTIME] = 0
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+        hw = {"hw": self.hw.port, "mac": runtime.MAC, "pins": dict(self.pins), "sta": self.sta,
+              "sta_delay_ms": self.sta_delay_ms, "flash": str(self.flash.path), "flash_size": self.flash.size,
+              "flash_user_start": FLASH_USER_START, "reset_cause": RST_SOFT if soft else cause,
+              "raw": soft and self.raw}
+        proc = runtime.spawn(["-i", str(FIRMWARE / "_boot.py")], self.dir, self.heap, hw,
+                             {80: self.http_port, 53: self.dns_port},
+                             stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+        os.close(slave)
+        self.proc, self.master = proc, master
+        if soft and self.raw:
+            os.write(master, b"\x01")  # back into the raw REPL the reset came from
+        threading.Thread(target=self._relay, args=(proc, master), daemon=True, name="mpy").start()
+        self._write_state()
+
+    def _relay(self, proc: subprocess.Popen, master: int) -> None:
+        last = b""
+        while True:
+            try:
+                r, _, _ = select.select([master], [], [], 0.5)
+                data = os.read(master, 4096) if r else b""
+            except OSError:
+                break
+            if data:
+                # The port's UART output ends print()'s lines with CRLF; the unix port writes a bare LF.
+                out = (last + data).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")[len(last):] if b"\n" in data \
+                    else data
+                last = data[-1:]
+                self.emit(out)
+            elif proc.poll() is not None:
+                break
+        proc.wait()
+        time.sleep(0.1)  # a reset message from the shims may still be on its way
+        with self.lock:
+            if self.proc is not proc:
+                return  # stopped on purpose
+            os.close(master)
+            self.proc = self.master = None
+            request = self.reset_request
+            if request == "hard":
+                self._boot(self.pins.get("0", 1) == 0, RST_HARD)
+            else:
+                # The unix port ends on a soft reset (Ctrl-D); the board restarts MicroPython.
+                self.emit(b"MPY: soft reboot\r\n")
+                self._start_firmware(RST_SOFT, soft=True)
+
+    def _stop_firmware(self) -> None:
+        proc, master = self.proc, self.master
+        self.proc = self.master = None
+        self.rom = None
+        self.wdt = None
+        if proc and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if master is not None:
+            try:
+                os.close(master)
+            except OSError:
+                pass
+
+    # -- what the shims report -----------------------------------------------------------------------
+    def _hw_message(self, msg: dict[str, Any]) -> None:
+        with self.lock:
+            if self.mode != "firmware":
+                return
+            if "gpio" in msg:
+                old = self.gpio.get(str(msg["gpio"]), {})
+                self.gpio[str(msg["gpio"])] = {"mode": msg["mode"], "level": msg["level"]}
+                if msg["mode"] != "in" and (old.get("level") != msg["level"] or old.get("mode") != msg["mode"]):
+                    self.log(runtime.gpio_line(msg["gpio"], msg["level"], WIRING))
+            elif "wlan" in msg:
+                self.wlan[msg["wlan"]] = {k: v for k, v in msg.items() if k != "wlan"}
+            elif "hostname" in msg:
+                self.hostname = msg["hostname"]
+            elif "wdt" in msg:
+                self.wdt = (msg["wdt"], time.monotonic()) if msg["wdt"] else None
+            elif "feed" in msg and self.wdt:
+                self.wdt = (self.wdt[0], time.monotonic())
+            elif "reset" in msg:
+                self.reset_request = "hard" if msg["reset"] in ("hard", "deepsleep") else "soft"
+            self._write_state()
+
+    def _watchdog(self) -> None:
+        while not self._stop.wait(0.2):
+            with self.lock:
+                if self.wdt and time.monotonic() - self.wdt[1] > self.wdt[0] / 1000:
+                    self.log("watchdog: not fed for %d ms, resetting" % self.wdt[0])
+                    self._boot(self.pins.get("0", 1) == 0, RST_WDT)
+
+    def leds(self) -> dict[str, bool]:
+        out = {}
+        for led in WIRING:
+            g = self.gpio.get(str(led["gpio"]))
+            lit = bool(g and g["mode"] != "in" and (g["level"] == 0) == led["active_low"])
+            out[led["name"]] = lit
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {"power": self.mode != "off", "mode": self.mode, "boots": self.boots, "gpio": self.gpio,
+                "leds": self.leds(), "wlan": self.wlan, "hostname": self.hostname, "pins": self.pins,
+                **self.info()}
+
+    def _write_state(self) -> None:
+        path = self.dir / "state.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state(), indent=1))
+        tmp.replace(path)
