@@ -6,16 +6,14 @@ import time
 
 import machine
 
-import leds
-import server
-import wifi
-from server import JSON, HttpError, send
+# leds, server and wifi are imported by main(), after the settings code has run and been unloaded, so
+# the two never need the heap at the same time.
+leds = server = wifi = None
 
 PAGE = "page.html.gz"
 CRASHES = "crashes.txt"
 STABLE_MS = 30000
-CAUSES = {0: "power-on", 1: "watchdog", 2: "exception", 3: "soft watchdog", 4: "soft reset", 5: "deep sleep",
-          6: "hard reset"}
+CAUSES = ("power-on", "watchdog", "exception", "soft watchdog", "soft reset", "deep sleep", "hard reset")
 
 cfg = None
 warning = None
@@ -28,7 +26,7 @@ def page(req):
     if b"gzip" in req.headers.get(b"accept-encoding", b""):
         server.send_file(req.sock, PAGE, server.HTML, b"Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n")
     else:
-        send(req.sock, b"303 See Other", b"", server.TEXT, b"Location: /leds\r\nVary: Accept-Encoding\r\n")
+        server.send(req.sock, b"303 See Other", b"", server.TEXT, b"Location: /leds\r\nVary: Accept-Encoding\r\n")
 
 
 def page_nojs(req):
@@ -41,13 +39,13 @@ def page_nojs(req):
         out.extend(b"<form method=post action='/api/leds/%s'><button name=action value=toggle "
                    b"aria-pressed=%s>%s: %s</button></form>" % (
                        led.name, b"true" if led.is_on() else b"false", led.name, b"on" if led.is_on() else b"off"))
-    send(req.sock, b"200 OK", out, server.HTML)
+    server.send(req.sock, b"200 OK", out, server.HTML)
 
 
 def get_leds(req):
     out = bytearray()
     leds.write_json(out.extend, lights)
-    send(req.sock, b"200 OK", out, JSON)
+    server.send(req.sock, b"200 OK", out, server.JSON)
 
 
 def _form(body):
@@ -62,13 +60,13 @@ def _int(v, what):
     try:
         return int(v)
     except (TypeError, ValueError):
-        raise HttpError(b"400 Bad Request", b"%s must be a whole number" % what)
+        raise server.HttpError(b"400 Bad Request", b"%s must be a whole number" % what)
 
 
 def post_led(req):
     led = leds.find(lights, req.path[10:].decode())
     if led is None:
-        raise HttpError(b"404 Not Found", b"no LED of that name")
+        raise server.HttpError(b"404 Not Found", b"no LED of that name")
     ctype = req.headers.get(b"content-type", b"")
     form = ctype.startswith(b"application/x-www-form-urlencoded")
     if form:
@@ -79,9 +77,9 @@ def post_led(req):
         try:
             d = json.loads(req.body)
         except ValueError:
-            raise HttpError(b"400 Bad Request", b"body is not JSON")
+            raise server.HttpError(b"400 Bad Request", b"body is not JSON")
         if not isinstance(d, dict):
-            raise HttpError(b"400 Bad Request", b"body must be a JSON object")
+            raise server.HttpError(b"400 Bad Request", b"body must be a JSON object")
         blink = d.get("blink_ms")
         if d.get("toggle") is True:
             action = "toggle"
@@ -90,9 +88,9 @@ def post_led(req):
         elif blink is not None:
             action = "blink"
         else:
-            raise HttpError(b"400 Bad Request", b'send {"on": true|false}, {"toggle": true} or {"blink_ms": N}')
+            raise server.HttpError(b"400 Bad Request", b'send {"on": true|false}, {"toggle": true} or {"blink_ms": N}')
     else:
-        raise HttpError(b"400 Bad Request", b"send JSON (application/json) or a form")
+        raise server.HttpError(b"400 Bad Request", b"send JSON (application/json) or a form")
     if action == "on":
         led.set(True)
     elif action == "off":
@@ -106,34 +104,28 @@ def post_led(req):
         elif 100 <= ms <= 60000:
             led.blink(ms)
         else:
-            raise HttpError(b"400 Bad Request", b"blink_ms must be 0 (stop) or 100 to 60000")
+            raise server.HttpError(b"400 Bad Request", b"blink_ms must be 0 (stop) or 100 to 60000")
     else:
-        raise HttpError(b"400 Bad Request", b"action must be on, off, toggle or blink")
+        raise server.HttpError(b"400 Bad Request", b"action must be on, off, toggle or blink")
     if form:
-        send(req.sock, b"303 See Other", b"", server.TEXT, b"Location: /\r\n")
+        server.send(req.sock, b"303 See Other", b"", server.TEXT, b"Location: /\r\n")
     else:
         out = bytearray()
         leds.write_led(out.extend, led)
-        send(req.sock, b"200 OK", out, JSON)
+        server.send(req.sock, b"200 OK", out, server.JSON)
 
 
 def status(req):
     mode, ssid, ip = wifi.status()
-    gc.collect()
     cause = machine.reset_cause()
-    body = json.dumps({
-        "firmware": "%d.%d.%d" % sys.implementation.version[:3],
-        "mpy": sys.implementation._mpy & 0xFF,
-        "uptime_s": time.ticks_diff(time.ticks_ms(), t0) // 1000,
-        "heap_free": gc.mem_free(),
-        "heap_alloc": gc.mem_alloc(),
-        "reset_cause": CAUSES.get(cause, str(cause)),
-        "wifi": {"mode": mode, "ssid": ssid, "ip": ip},
-        "hostname": cfg["hostname"],
-        "warning": warning,
-        "requests": srv.served if srv else 0,
-    }).encode()
-    send(req.sock, b"200 OK", body, JSON)
+    gc.collect()
+    body = b'{"firmware":"%d.%d.%d","mpy":%d,"uptime_s":%d,"heap_free":%d,"reset_cause":"%s","wifi":' \
+        b'{"mode":"%s","ssid":%s,"ip":"%s"},"hostname":"%s","warning":%s,"requests":%d}' % (
+            sys.implementation.version[0], sys.implementation.version[1], sys.implementation.version[2],
+            sys.implementation._mpy & 0xFF, time.ticks_diff(time.ticks_ms(), t0) // 1000, gc.mem_free(),
+            CAUSES[cause] if cause < len(CAUSES) else "other", mode, json.dumps(ssid), ip, cfg["hostname"],
+            json.dumps(warning), srv.served)
+    server.send(req.sock, b"200 OK", body, server.JSON)
 
 
 ROUTES = [
@@ -157,16 +149,23 @@ def _load_config():
 
 
 def main(port=80):
-    global cfg, warning, lights, t0, srv
+    global cfg, warning, lights, t0, srv, leds, server, wifi
     t0 = time.ticks_ms()
     cfg, warning = _load_config()
+    gc.collect()
+    # Three clients at a time, each with a 1 KiB request buffer, allocated first while the heap is in
+    # one piece; a fourth connection pushes out the oldest.
+    buffers = [bytearray(1024) for _ in range(3)]
+    import leds
+    import server
+    import wifi
     if warning:
         print("espblink: warning:", warning)
         print("espblink: access point %s, key %s" % (cfg["ap_ssid"], cfg["ap_key"]))
     lights = leds.make(cfg["leds"])
     ap = wifi.start_ap(cfg)
     gc.collect()
-    srv = server.Server(ROUTES, port)
+    srv = server.Server(ROUTES, buffers, port)
     print("espblink: serving http://%s/ on Wi-Fi %s" % (ap.ifconfig()[0], cfg["ap_ssid"]))
     gc.collect()
     wdt = machine.WDT()

@@ -6,11 +6,9 @@ import select
 import socket
 import time
 
-HEAD_MAX = 1024
 BODY_MAX = 256
 REQUEST_MS = 4000
 WRITE_S = 3
-MAX_CLIENTS = 4
 JSON = b"application/json"
 TEXT = b"text/plain; charset=utf-8"
 HTML = b"text/html; charset=utf-8"
@@ -94,17 +92,19 @@ def send_file(sock, path, ctype, extra=b""):
 
 
 class Server:
-    def __init__(self, routes, port=80):
+    def __init__(self, routes, buffers, port=80):
         # routes: (method, path, handler); a path ending in "*" matches that prefix plus at least one byte.
+        # buffers: one bytearray per client (its size caps request line plus headers), allocated by the
+        # caller while the heap is still in one piece.
         self.routes = routes
         self.poll = select.poll()
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(socket.getaddrinfo("0.0.0.0", port)[0][-1])
-        self.listener.listen(MAX_CLIENTS)
+        self.listener.listen(len(buffers))
         self.listener.setblocking(False)
         self.poll.register(self.listener, select.POLLIN)
-        self.free = [bytearray(HEAD_MAX) for _ in range(MAX_CLIENTS)]
+        self.free = buffers
         self.clients = {}  # socket -> [buffer, bytes in it, deadline, body length, Request or None]
         self.others = {}  # socket -> handler, for other sockets served from this loop (DNS)
         self.served = 0
@@ -172,7 +172,7 @@ class Server:
             if c[4] is None:
                 end = buf.find(b"\r\n\r\n", 0, c[1])
                 if end < 0:
-                    if c[1] == HEAD_MAX:
+                    if c[1] == len(buf):
                         raise HttpError(b"431 Request Header Fields Too Large", b"request head over 1 KiB")
                     return
                 c[4] = parse(s, bytes(buf[:end]))

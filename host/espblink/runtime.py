@@ -104,12 +104,21 @@ def board_env(hw: dict[str, Any], portmap: dict[int, int]) -> dict[str, str]:
     return env
 
 
-_PROBE = "import gc\ngc.collect()\na=gc.mem_free()\nimport esp,machine,network\ngc.collect()\nprint(a-gc.mem_free())\n"
+# What the ESP8266 firmware has built in or frozen in flash (no heap there): the three modules and the
+# start-up code (_boot, flashbdev, inisetup) the virtual board mounts its filesystem and boots with.
+_PROBE = """import gc
+gc.collect()
+a = gc.mem_free()
+import esp, machine, network, flashbdev, inisetup, board_boot
+gc.collect()
+print(a - gc.mem_free())
+"""
 
 
 def shim_overhead() -> int:
     """Heap the shims' bytecode takes on the unix port. On the board machine, network and esp are
-    built into the firmware and cost no heap, so spawn() adds this to the heap it asks for."""
+    built into the firmware (and flashbdev frozen in it) and cost no heap, so spawn() adds this to the
+    heap it asks for."""
     shims = build.compile_shims()
     cache = shims / "overhead"
     newest = max(f.stat().st_mtime for f in shims.glob("*.mpy"))
@@ -117,7 +126,7 @@ def shim_overhead() -> int:
         return int(cache.read_text())
     probe = shims / "probe.py"
     probe.write_text(_PROBE)
-    env = dict(os.environ, MICROPYPATH=str(shims), ESPBLINK_HW="{}")
+    env = dict(os.environ, MICROPYPATH=str(shims), ESPBLINK_HW='{"flash_user_start": 1048576}')
     out = subprocess.run([micropython_exe(), "-X", "heapsize=200000", str(probe)], env=env, cwd=shims,
                          capture_output=True, text=True, check=True).stdout
     cache.write_text(str(int(out.strip())))

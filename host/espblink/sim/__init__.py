@@ -57,7 +57,8 @@ def control(state: Path, *words: str, timeout: float = 30) -> dict:
     try:
         s.connect(str(state / CTL))
     except OSError:
-        raise UserError(f"no virtual board is running on {state}: start one with `espblink sim --state {state}`") from None
+        raise UserError(f"no virtual board is running on {state}: start one with `espblink sim --state {state}`")\
+            from None
     with s:
         s.sendall(" ".join(words).encode())
         s.shutdown(socket.SHUT_WR)

@@ -21,7 +21,6 @@ from espblink.sim.flash import Flash
 from espblink.sim.rom import Bootloader
 from espblink.sim.serial import Pty, Rfc2217Server
 
-FIRMWARE = Path(__file__).with_name("firmware")
 FLASH_USER_START = 0x100000  # where ESP8266_GENERIC's filesystem region starts on a 4 MB chip
 # The NodeMCU's own LEDs (wired to 3.3 V: pin low = lit) and the documented external LED on GPIO5.
 WIRING = [{"name": "blue", "gpio": 2, "active_low": True}, {"name": "red", "gpio": 16, "active_low": True},
@@ -214,7 +213,7 @@ class Board:
               "sta_delay_ms": self.sta_delay_ms, "flash": str(self.flash.path), "flash_size": self.flash.size,
               "flash_user_start": FLASH_USER_START, "reset_cause": RST_SOFT if soft else cause,
               "raw": soft and self.raw}
-        proc = runtime.spawn(["-i", str(FIRMWARE / "_boot.py")], self.dir, self.heap, hw,
+        proc = runtime.spawn(["-i", "-c", "import board_boot; board_boot.boot()"], self.dir, self.heap, hw,
                              {80: self.http_port, 53: self.dns_port},
                              stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
         os.close(slave)

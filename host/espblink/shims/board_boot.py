@@ -1,0 +1,48 @@
+# The virtual board's firmware start-up (`espblink sim`), as the ESP8266 port's frozen _boot.py: the
+# filesystem on the flash chip, boot.py, then main.py (not after a soft reset from the raw REPL), then
+# the REPL (micropython -i -c "import board_boot; board_boot.boot()").
+import gc
+import os
+import sys
+
+import esp  # noqa: F401  (machine, network and esp load first: on the board they are built in)
+import hwlink
+import machine  # noqa: F401
+import network  # noqa: F401
+
+
+def run(name):
+    try:
+        with open(name) as f:
+            code = f.read()
+    except OSError:
+        return
+    try:
+        exec(code, {"__name__": "__main__"})
+    except KeyboardInterrupt:
+        pass
+    except Exception as e:
+        sys.print_exception(e)
+
+
+def boot():
+    from flashbdev import bdev
+
+    os.umount("/")
+    try:
+        os.mount(os.VfsFat(bdev), "/")
+        mounted = True
+    except OSError:
+        import inisetup
+
+        mounted = inisetup.setup()
+    if mounted:
+        os.chdir("/")
+    sys.path[:] = ["", ".frozen", "/lib"]
+    if mounted:
+        gc.collect()
+        run("boot.py")
+        if not hwlink.cfg.get("raw"):
+            run("main.py")
+    hwlink.send(wdt=0)  # at the REPL the ESP8266 port feeds the watchdog itself
+    gc.collect()

@@ -1,0 +1,173 @@
+"""`espblink deploy`: settings checked, code built for the board's firmware, only changed files written
+(each under a temporary name, then renamed; boot.py and main.py last), stale files removed, then the
+board restarted and its console read until the app says it serves."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import serial
+from mpremote.transport import TransportError, TransportExecError
+from mpremote.transport_serial import SerialTransport
+
+from espblink import build, ports, qr, settings
+from espblink.errors import UserError
+
+MANIFEST = ".deployed"  # on the board: the files the last deploy wrote
+LAST = ("boot.py", "main.py")  # the files the board runs by name: written last
+RESET_ON_DEPLOY = ("crashes.txt",)  # the boot-loop guard's count starts again with new code
+PROBE = """\
+import os, sys, hashlib, binascii
+def _h(n):
+    d = hashlib.sha256()
+    b = bytearray(256)
+    with open(n, 'rb') as f:
+        while True:
+            k = f.readinto(b)
+            if not k:
+                break
+            d.update(memoryview(b)[:k])
+    return binascii.hexlify(d.digest()).decode()
+_v = sys.implementation._mpy
+print('%d.%d' % (_v & 0xff, _v >> 8 & 3))
+for _n in os.listdir():
+    if os.stat(_n)[0] & 0x8000:
+        print(_n, _h(_n))
+"""
+
+
+@dataclass
+class Plan:
+    write: list[str] = field(default_factory=list)
+    remove: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    bytes: int = 0
+
+
+def plan(local: dict[str, bytes], board: dict[str, str], previous: list[str]) -> Plan:
+    p = Plan()
+    for name in sorted(local, key=lambda n: (n in LAST, LAST.index(n) if n in LAST else 0, n)):
+        if board.get(name) == hashlib.sha256(local[name]).hexdigest():
+            p.unchanged.append(name)
+        else:
+            p.write.append(name)
+            p.bytes += len(local[name])
+    for name in board:
+        shadowing = name.endswith(".py") and name[:-3] + ".mpy" in local  # foo.py is imported before foo.mpy
+        if name not in local and (name in previous or shadowing or name.endswith(".tmp") or name in RESET_ON_DEPLOY):
+            p.remove.append(name)
+    return p
+
+
+def open_board(port: str) -> SerialTransport:
+    ports.check_free(port)
+    try:
+        t = SerialTransport(port, baudrate=115200)
+    except (TransportError, serial.SerialException, OSError) as e:
+        raise UserError(ports.explain(port, e)) from None
+    for _ in range(3):  # a board that is rebooting (a crashing app) answers a moment later
+        try:
+            t.enter_raw_repl(soft_reset=True)
+            return t
+        except TransportError:
+            time.sleep(1.5)
+    t.close()
+    raise UserError(f"no MicroPython answers on {port}: flash it first with `make flash PORT={port}` "
+                    "(or press RST and try again)")
+
+
+def probe(t: SerialTransport) -> tuple[str, dict[str, str], list[str]]:
+    lines = t.exec(PROBE).decode().split()
+    mpy, rest = lines[0], lines[1:]
+    files = dict(zip(rest[0::2], rest[1::2], strict=True))
+    previous = []
+    if MANIFEST in files:
+        previous = t.fs_readfile(MANIFEST).decode().split()
+    return mpy, files, previous
+
+
+def write(t: SerialTransport, local: dict[str, bytes], p: Plan) -> None:
+    for i, name in enumerate(p.write, 1):
+        print(f"  [{i}/{len(p.write)}] {name} ({len(local[name])} bytes)")
+        t.fs_writefile(name + ".tmp", local[name], chunk_size=1024)
+    # Every new file is on the board: now swap them in, the files the board runs by name last.
+    script = ["import os"]
+    script += [f"os.rename({n + '.tmp'!r}, {n!r})" for n in p.write]
+    script += [f"os.remove({n!r})" for n in p.remove]
+    t.exec("\n".join(script))
+    t.fs_writefile(MANIFEST, "\n".join(sorted(local)).encode())
+
+
+def restart_and_watch(port: str, timeout: float = 30) -> tuple[str, str]:
+    """Reset the board as esptool does (RTS), read its console until the app serves; (url, ssid)."""
+    s = serial.serial_for_url(port, baudrate=115200, timeout=0.2)
+    try:
+        s.dtr = False
+        s.rts = True
+        time.sleep(0.1)
+        s.rts = False
+        out = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out += s.read(4096)
+            text = out.decode(errors="replace")
+            m = re.search(r"espblink: serving (\S+) on Wi-Fi (.+?)\r?\n", text)
+            if m:
+                for w in re.findall(r"espblink: warning: (.*)", text):
+                    print(f"board warning: {w.strip()}")
+                return m.group(1), m.group(2)
+            if "Traceback" in text or "crashed" in text or "safe mode" in text:
+                time.sleep(0.5)
+                out += s.read(4096)
+                raise UserError("the app did not start on the board; its console said:\n"
+                                + out.decode(errors="replace").strip())
+        raise UserError("the board did not say it serves within %ds after reset; its console said:\n%s"
+                        % (timeout, out.decode(errors="replace").strip()))
+    finally:
+        s.close()
+
+
+def deploy(port: str | None, settings_path: Path = settings.DEFAULT) -> Plan:
+    cfg = settings.load(settings_path)  # invalid settings stop here, before the board is touched
+    port = ports.detect(port)
+    t = open_board(port)
+    try:
+        mpy, board_files, previous = probe(t)
+        out = build.build(cmd=build.compiler_for(mpy))
+        (out / "config.json").write_bytes(settings.render(cfg))
+        local = {f.name: f.read_bytes() for f in sorted(out.iterdir())}
+        p = plan(local, board_files, previous)
+        print(f"deploy to {port}: {len(p.write)} to write ({p.bytes} bytes), {len(p.remove)} to remove, "
+              f"{len(p.unchanged)} unchanged")
+        if p.write or p.remove:
+            write(t, local, p)
+        t.exit_raw_repl()
+    except TransportExecError as e:
+        raise UserError(f"the board refused a file operation: {e.error_output.strip()}") from None
+    finally:
+        t.close()
+    url, ssid = restart_and_watch(port)
+    print(f"the app is running. Join Wi-Fi {ssid!r} (key in {settings_path.name}) and open {url}")
+    key = cfg.get("ap_key")
+    if key:
+        print(qr.terminal(ssid, key))
+    return p
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    deploy(args.port, Path(args.settings))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("deploy", help="build for the board's firmware and copy what changed; restart and check")
+    p.add_argument("--port", help="serial port or URL (default: the one NodeMCU found)")
+    p.add_argument("--settings", default=str(settings.DEFAULT), help="settings file (default: settings.toml)")
+    p.set_defaults(func=cmd_deploy)
+
+
