@@ -1,4 +1,4 @@
-# espblink: every target creates .venv on first use. PORT= and FIRMWARE= are optional.
+# espblink: every target creates .venv on first use. PORT=, FIRMWARE= and SETTINGS= are optional.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ESPBLINK := $(VENV)/bin/espblink
@@ -18,7 +18,7 @@ flash: $(STAMP)
 	$(ESPBLINK) flash $(PORT_ARG) $(if $(FIRMWARE),--firmware '$(FIRMWARE)')
 
 deploy: $(STAMP)
-	$(ESPBLINK) deploy $(PORT_ARG)
+	$(ESPBLINK) deploy $(PORT_ARG) $(if $(SETTINGS),--settings '$(SETTINGS)')
 
 build: $(STAMP)
 	$(ESPBLINK) build

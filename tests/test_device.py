@@ -9,6 +9,7 @@ import socket
 import time
 
 import pytest
+
 from device_support import VALID, run_app
 
 

@@ -39,6 +39,7 @@ def boot():
     if mounted:
         os.chdir("/")
     sys.path[:] = ["", ".frozen", "/lib"]
+    hwlink.send(ready=1)  # the filesystem is up: the virtual UART delivers what was typed meanwhile
     if mounted:
         gc.collect()
         run("boot.py")

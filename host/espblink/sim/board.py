@@ -51,6 +51,8 @@ class Board:
         self.proc: subprocess.Popen | None = None
         self.master: int | None = None
         self.raw = False
+        self.ready = False
+        self.pending = b""
         self.reset_request: str | None = None
         self.wdt: tuple[int, float] | None = None
         self.gpio: dict[str, dict[str, Any]] = {}
@@ -124,6 +126,9 @@ class Board:
             if self.mode == "rom" and self.rom:
                 self.rom.feed(data)
             elif self.mode == "firmware" and self.master is not None:
+                if not self.ready:
+                    self.pending += data  # held until the firmware's start-up has mounted the filesystem
+                    return
                 for b in data:
                     if b == 0x01:
                         self.raw = True
@@ -196,6 +201,8 @@ class Board:
 
     def _start_firmware(self, cause: int, soft: bool) -> None:
         self.mode = "firmware"
+        self.ready = False
+        self.pending = b""
         self.rom = None
         self.reset_request = None
         self.wdt = None
@@ -286,6 +293,11 @@ class Board:
                 self.wdt = (msg["wdt"], time.monotonic()) if msg["wdt"] else None
             elif "feed" in msg and self.wdt:
                 self.wdt = (self.wdt[0], time.monotonic())
+            elif "ready" in msg:
+                self.ready = True
+                pending, self.pending = self.pending, b""
+                if pending:
+                    self.uart_in(pending)
             elif "reset" in msg:
                 self.reset_request = "hard" if msg["reset"] in ("hard", "deepsleep") else "soft"
             self._write_state()

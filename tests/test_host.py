@@ -1,0 +1,219 @@
+"""The host pieces on their own: settings, firmware files and downloads, ports, the sync plan, QR codes."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from espblink import build, firmware, image, paths, ports, qr, settings, sync
+from espblink.errors import UserError
+
+
+# -- settings --------------------------------------------------------------------------------------------
+def test_first_settings_file_gets_random_secrets(tmp_path, capsys):
+    p = tmp_path / "settings.toml"
+    cfg = settings.load(p)
+    cfg2 = settings.load(tmp_path / "other.toml")
+    assert p.exists() and "created" in capsys.readouterr().out
+    assert 8 <= len(cfg["ap_key"]) <= 63 and cfg["ap_key"] != cfg2["ap_key"]
+    assert len(cfg["admin_password"]) >= 8
+    board = json.loads(settings.render(cfg))
+    assert board["leds"] == [{"name": "blue", "gpio": 2, "active_low": True},
+                             {"name": "red", "gpio": 16, "active_low": True}]
+    assert set(board) == {"ap_ssid", "ap_key", "wifi_ssid", "wifi_key", "hostname", "admin_password", "leds"}
+
+
+@pytest.mark.parametrize("edit,message", [
+    (("ap_key = ", "ap_key = 'short' #"), "ap_key: must be 8 to 63"),
+    (("ap_ssid = \"\"", "ap_ssid = \"" + "x" * 33 + "\""), "ap_ssid: must be at most 32 bytes"),
+    (("gpio = 16", "gpio = 9"), "leds[1].gpio: GPIO9 drives the flash chip"),
+    (("gpio = 16", "gpio = 17"), "leds[1].gpio: the ESP8266 has no GPIO17"),
+    (("gpio = 16", "gpio = 1"), "leds[1].gpio: GPIO1 is the USB serial link"),
+    (("name = \"red\"", "name = \"blue\""), "leds[1].name: name 'blue' is used by another LED"),
+    (("hostname = \"\"", "hostname = \"\"\ncolour = 1"), "colour: unknown key"),
+    (("wifi_key = \"\"", "wifi_key = \"abc\""), "wifi_key: must be empty or a WPA2 key"),
+])
+def test_bad_settings_name_the_key(tmp_path, edit, message):
+    p = tmp_path / "settings.toml"
+    settings.create(p)
+    p.write_text(p.read_text().replace(*edit, 1))
+    with pytest.raises(UserError) as e:
+        settings.load(p)
+    assert message in str(e.value) and "nothing was sent to the board" in str(e.value)
+
+
+def test_settings_that_are_not_toml(tmp_path):
+    p = tmp_path / "settings.toml"
+    p.write_text("ap_key = \n")
+    with pytest.raises(UserError, match="not valid TOML"):
+        settings.load(p)
+
+
+# -- firmware --------------------------------------------------------------------------------------------
+@pytest.fixture
+def fw_root(tmp_path):
+    root = tmp_path / "firmware"
+    root.mkdir()
+    shutil.copy(paths.FIRMWARE / "manifest.json", root)
+    return root
+
+
+@pytest.fixture
+def server(tmp_path):
+    served = tmp_path / "www"
+    served.mkdir()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(served), **kw)
+
+        def log_message(self, *a):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield served, f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+
+
+def test_variant_follows_the_flash_size(fw_root):
+    fw = firmware.Firmware(fw_root)
+    assert fw.variant("4MB").file == "ESP8266_GENERIC-20251209-v1.27.0.bin"
+    assert fw.variant("2MB").file == "ESP8266_GENERIC-20251209-v1.27.0.bin"
+    assert fw.variant("1MB").file == "ESP8266_GENERIC-FLASH_1M-20251209-v1.27.0.bin"
+    assert fw.variant("512KB").file == "ESP8266_GENERIC-FLASH_512K-20251209-v1.27.0.bin"
+    with pytest.raises(UserError, match="fits a 256KB"):
+        fw.variant("256KB")
+
+
+def test_download_is_checked_pinned_and_reused(fw_root, server, capsys):
+    www, url = server
+    good = image.make()
+    (www / "ESP8266_GENERIC-20251209-v1.27.0.bin").write_bytes(good)
+    fw = firmware.Firmware(fw_root, base_url=url)
+    path = fw.fetch(fw.variant("4MB"))
+    assert path.read_bytes() == good
+    assert "downloading" in capsys.readouterr().err
+    lock = json.loads((fw_root / "lock.json").read_text())
+    assert lock["ESP8266_GENERIC-20251209-v1.27.0.bin"] == hashlib.sha256(good).hexdigest()
+    assert not list((fw_root / "downloads").glob("*.part*"))
+    # Later flashes check the pinned sum: a file changed on disk is refused.
+    path.write_bytes(image.make(seed=1))
+    with pytest.raises(UserError, match="changed since its SHA-256 was pinned"):
+        fw.fetch(fw.variant("4MB"))
+
+
+@pytest.mark.parametrize("body,message", [
+    (b"<!DOCTYPE html><html><body>404 Not Found</body></html>", "HTML page"),
+    (b"\xe9\x03\x02\x20" + b"\x00" * 4 + b"\xee" + b"\x00" * 3000, "ESP32-family image"),
+    (image.make()[:5000], "truncated"),
+    (b"", "empty file"),
+])
+def test_a_bad_download_is_refused_and_not_kept(fw_root, server, body, message):
+    www, url = server
+    (www / "ESP8266_GENERIC-20251209-v1.27.0.bin").write_bytes(body)
+    fw = firmware.Firmware(fw_root, base_url=url)
+    with pytest.raises(UserError, match=message):
+        fw.fetch(fw.variant("4MB"))
+    assert not (fw_root / "downloads" / "ESP8266_GENERIC-20251209-v1.27.0.bin").exists()
+    assert not (fw_root / "lock.json").exists()
+
+
+def test_a_missing_release_says_what_to_do(fw_root, server):
+    _, url = server
+    fw = firmware.Firmware(fw_root, base_url=url)
+    with pytest.raises(UserError, match="HTTP 404.*FIRMWARE=path"):
+        fw.fetch(fw.variant("1MB"))
+
+
+def test_local_firmware_file_is_checked(tmp_path):
+    p = tmp_path / "esp32.bin"
+    p.write_bytes(b"\xe9\x04\x02\x20\x00\x00\x00\x00\xee" + bytes(40))
+    with pytest.raises(UserError, match="ESP32"):
+        firmware.local(str(p))
+    with pytest.raises(UserError, match="no such file"):
+        firmware.local(str(tmp_path / "nope.bin"))
+    good = tmp_path / "ok.bin"
+    good.write_bytes(image.make())
+    assert firmware.local(str(good)) == good
+
+
+# -- build -----------------------------------------------------------------------------------------------
+def test_build_compiles_modules_keeps_boot_and_main_as_source(tmp_path):
+    out = build.build(out=tmp_path / "out")
+    names = {f.name for f in out.iterdir()}
+    assert {"boot.py", "main.py", "app.mpy", "server.mpy", "rules.mpy", "page.html.gz"} <= names
+    assert not {n for n in names if n.endswith(".py")} - {"boot.py", "main.py"}
+    assert (out / "app.mpy").read_bytes()[:2] == b"M\x06"  # .mpy version 6
+    assert (paths.DEVICE / "app.py").exists()  # sources untouched
+
+
+def test_mpy_version_follows_the_board():
+    assert build.emitted_version(build.compiler_for("6.3")) == "6.3"
+    older = build.compiler_for("6.2")
+    assert older != build.compiler_for("6.3")
+    with pytest.raises(UserError, match="loads .mpy version 9.9.*make flash"):
+        build.compiler_for("9.9")
+
+
+# -- sync plan -------------------------------------------------------------------------------------------
+def test_plan_writes_only_changes_and_runs_boot_and_main_last():
+    local = {"app.mpy": b"new", "boot.py": b"b", "main.py": b"m", "config.json": b"{}", "leds.mpy": b"same"}
+    board = {"leds.mpy": hashlib.sha256(b"same").hexdigest(), "app.py": "x", "old.mpy": "x", "notes.txt": "x",
+             "app.mpy.tmp": "x", "crashes.txt": "x"}
+    p = sync.plan(local, board, previous=["old.mpy", "leds.mpy"])
+    assert p.write[-2:] == ["boot.py", "main.py"]
+    assert set(p.write) == {"app.mpy", "boot.py", "main.py", "config.json"}
+    assert p.unchanged == ["leds.mpy"]
+    # app.py would shadow app.mpy; old.mpy was deployed before; notes.txt is the user's own.
+    assert sorted(p.remove) == ["app.mpy.tmp", "app.py", "crashes.txt", "old.mpy"]
+
+
+# -- ports and QR ----------------------------------------------------------------------------------------
+def test_no_board_connected_lists_what_was_seen(monkeypatch):
+    monkeypatch.setattr(ports.serial.tools.list_ports, "comports", lambda: [])
+    with pytest.raises(UserError, match="(?s)no NodeMCU found.*PORT="):
+        ports.detect(None)
+    assert ports.detect("rfc2217://127.0.0.1:1") == "rfc2217://127.0.0.1:1"
+
+
+def test_port_problems_in_plain_words(tmp_path):
+    with pytest.raises(UserError, match="no serial port"):
+        ports.check_free(str(tmp_path / "ttyUSB9"))
+    assert "dialout" in ports.explain("/dev/ttyUSB0", PermissionError(13, "Permission denied"))
+    assert "busy" in ports.explain("/dev/ttyUSB0", OSError(16, "Device or resource busy"))
+
+
+def test_busy_port_is_reported(tmp_path):
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    path = os.ttyname(slave)
+    import serial as pyserial
+
+    holder = pyserial.Serial(path, exclusive=True)
+    try:
+        with pytest.raises(UserError, match="busy"):
+            ports.check_free(path)
+    finally:
+        holder.close()
+        os.close(master)
+        os.close(slave)
+
+
+def test_wifi_qr_payload_escapes_and_draws():
+    assert qr.wifi_payload('my;net', 'p"a:ss,\\') == 'WIFI:T:WPA;S:my\\;net;P:p\\"a\\:ss\\,\\\\;;'
+    art = qr.terminal("espblink-1A2B3C", "secretkey")
+    assert len(art.splitlines()) > 10
+
+
+def test_manifest_names_official_files():
+    m = json.loads((paths.FIRMWARE / "manifest.json").read_text())
+    assert all(Path(v["file"]).name.startswith("ESP8266_GENERIC") for v in m["variants"].values())
