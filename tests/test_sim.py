@@ -141,7 +141,8 @@ def test_gpio_levels_and_a_starved_watchdog_reset(sim):
     s = sim.wait_state(lambda s: s["gpio"].get("2", {}).get("level") == 0)
     assert s["leds"]["blue"] is True
     # Start the watchdog and never feed it: the board resets itself after a few seconds.
-    mpremote(sim, "exec", "import machine, time\nw = machine.WDT()\nwhile True: time.sleep_ms(100)", timeout=15)
+    r = mpremote(sim, "exec", "--no-follow", "import machine, time\nw = machine.WDT()\nwhile True: time.sleep_ms(100)")
+    assert r.returncode == 0, r.stdout + r.stderr
     sim.wait_state(lambda s: s["boots"] > boots and s["mode"] == "firmware", timeout=20)
 
 

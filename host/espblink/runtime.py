@@ -100,7 +100,7 @@ def board_env(hw: dict[str, Any], portmap: dict[int, int]) -> dict[str, str]:
     env["ESPBLINK_HW"] = json.dumps(hw)
     env["ESPBLINK_PORTMAP"] = ",".join(f"{a}={b}" for a, b in portmap.items())
     env["LD_PRELOAD"] = str(portmap_library())
-    env["MICROPYPATH"] = str(build.compile_shims())
+    env["MICROPYPATH"] = f"{build.compile_shims()}:.frozen"  # .frozen: asyncio & co., frozen as on the board
     return env
 
 
@@ -126,7 +126,7 @@ def shim_overhead() -> int:
         return int(cache.read_text())
     probe = shims / "probe.py"
     probe.write_text(_PROBE)
-    env = dict(os.environ, MICROPYPATH=str(shims), ESPBLINK_HW='{"flash_user_start": 1048576}')
+    env = dict(os.environ, MICROPYPATH=f"{shims}:.frozen", ESPBLINK_HW='{"flash_user_start": 1048576}')
     out = subprocess.run([micropython_exe(), "-X", "heapsize=200000", str(probe)], env=env, cwd=shims,
                          capture_output=True, text=True, check=True).stdout
     cache.write_text(str(int(out.strip())))

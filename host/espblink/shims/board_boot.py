@@ -26,6 +26,7 @@ def run(name):
 
 
 def boot():
+    import inisetup  # imported while the host's folders are still mounted: frozen modules on the board
     from flashbdev import bdev
 
     os.umount("/")
@@ -33,8 +34,6 @@ def boot():
         os.mount(os.VfsFat(bdev), "/")
         mounted = True
     except OSError:
-        import inisetup
-
         mounted = inisetup.setup()
     if mounted:
         os.chdir("/")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import signal
 import socket
@@ -84,6 +85,7 @@ def parse_sta(values: list[str]) -> dict[str, str]:
 def cmd_sim(args: argparse.Namespace) -> int:
     from espblink.sim.board import Board
 
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack: for hangs
     state = Path(args.state)
     board = Board(state, heap=args.heap, sta=parse_sta(args.sta), sta_delay_ms=args.sta_delay_ms)
     ctl = serve_control(board, state)

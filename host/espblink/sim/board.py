@@ -231,7 +231,7 @@ class Board:
         self._write_state()
 
     def _relay(self, proc: subprocess.Popen, master: int) -> None:
-        last = b""
+        prev_cr = False
         while True:
             try:
                 r, _, _ = select.select([master], [], [], 0.5)
@@ -240,9 +240,10 @@ class Board:
                 break
             if data:
                 # The port's UART output ends print()'s lines with CRLF; the unix port writes a bare LF.
-                out = (last + data).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")[len(last):] if b"\n" in data \
-                    else data
-                last = data[-1:]
+                out = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+                if prev_cr and data[:1] == b"\n":
+                    out = out[1:]  # its CR went out with the previous chunk
+                prev_cr = data[-1:] == b"\r"
                 self.emit(out)
             elif proc.poll() is not None:
                 break

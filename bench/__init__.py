@@ -1,0 +1,1 @@
+"""`make bench`: espblink against Microdot and the tutorial server, same runtime, heap and machine."""
