@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import ctypes
+import fcntl
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import termios
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -134,15 +136,24 @@ def shim_overhead() -> int:
 
 
 def spawn(args: Iterable[str], cwd: Path, heap: int, hw: dict[str, Any], portmap: dict[int, int],
-          **popen: Any) -> subprocess.Popen:
+          tty: bool = False, **popen: Any) -> subprocess.Popen:
     """Start micropython with the board's heap (plus what the shims take), shims and port map."""
     cmd = [micropython_exe(), "-X", f"heapsize={heap + shim_overhead()}", *args]
     env = board_env(hw, portmap)
     # Started from one long-lived thread: the kernel's parent-death signal follows the creating thread.
-    return _SPAWNER.submit(subprocess.Popen, cmd, cwd=cwd, env=env, preexec_fn=_die_with_parent, **popen).result()
+    pre = _on_its_terminal if tty else _die_with_parent
+    return _SPAWNER.submit(subprocess.Popen, cmd, cwd=cwd, env=env, preexec_fn=pre, **popen).result()
 
 
 _SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="spawn")
+
+
+def _on_its_terminal() -> None:
+    # stdin is the board's UART pty: made the controlling terminal of a new session, so Ctrl-C typed
+    # there raises KeyboardInterrupt in the running program, as it does on the board.
+    _die_with_parent()
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 def _die_with_parent() -> None:

@@ -5,7 +5,9 @@ board restarted and its console read until the app says it serves."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import io
 import re
 import time
 from dataclasses import dataclass, field
@@ -72,7 +74,8 @@ def open_board(port: str) -> SerialTransport:
         raise UserError(ports.explain(port, e)) from None
     for _ in range(3):  # a board that is rebooting (a crashing app) answers a moment later
         try:
-            t.enter_raw_repl(soft_reset=True)
+            with contextlib.redirect_stdout(io.StringIO()):  # mpremote prints what it read when it fails
+                t.enter_raw_repl(soft_reset=True)
             return t
         except TransportError:
             time.sleep(1.5)

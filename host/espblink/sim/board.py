@@ -222,7 +222,7 @@ class Board:
               "raw": soft and self.raw}
         proc = runtime.spawn(["-i", "-c", "import board_boot; board_boot.boot()"], self.dir, self.heap, hw,
                              {80: self.http_port, 53: self.dns_port},
-                             stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+                             tty=True, stdin=slave, stdout=slave, stderr=slave)
         os.close(slave)
         self.proc, self.master = proc, master
         if soft and self.raw:

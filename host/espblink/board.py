@@ -1,0 +1,72 @@
+"""`espblink repl`, `reset` and `status`: everyday commands on a deployed board."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import serial
+
+from espblink import ports, sync
+
+STATUS = """\
+import gc, os, sys
+gc.collect()
+v = sys.implementation
+print('firmware: MicroPython %d.%d.%d, .mpy %d.%d' % (v.version[0], v.version[1], v.version[2], v._mpy & 0xff,
+      v._mpy >> 8 & 3))
+print('free heap: %d bytes' % gc.mem_free())
+s = os.statvfs('/')
+print('filesystem: %d KB free of %d KB' % (s[0] * s[3] // 1024, s[0] * s[2] // 1024))
+print('files:', ' '.join(sorted(os.listdir())))
+try:
+    print('crashes in a row:', open('crashes.txt').read())
+except OSError:
+    pass
+"""
+
+
+def repl(port: str | None) -> None:
+    port = ports.detect(port)
+    ports.check_free(port)
+    os.execv(sys.executable, [sys.executable, "-m", "mpremote", "connect", port, "resume", "repl"])
+
+
+def reset(port: str | None) -> None:
+    """A hard reset through the RTS line, as esptool does; the app starts again."""
+    port = ports.detect(port)
+    ports.check_free(port)
+    s = serial.serial_for_url(port)
+    try:
+        s.dtr = False
+        s.rts = True
+        time.sleep(0.1)
+        s.rts = False
+    finally:
+        s.close()
+    print(f"reset {port}")
+
+
+def status(port: str | None) -> None:
+    port = ports.detect(port)
+    t = sync.open_board(port)
+    try:
+        print(t.exec(STATUS).decode().strip())
+        t.exit_raw_repl()
+    finally:
+        t.close()
+    url, ssid = sync.restart_and_watch(port)
+    print(f"app: serving {url} on Wi-Fi {ssid!r}")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    for name, fn, text in (("repl", repl, "the board's REPL (mpremote); Ctrl-] leaves"),
+                           ("reset", reset, "hard-reset the board (RTS), the app starts again"),
+                           ("status", status, "firmware, heap, files, then restart and check the app serves")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--port", help="serial port or URL (default: the one NodeMCU found)")
+        p.set_defaults(func=lambda a, fn=fn: fn(a.port) or 0)
+
+
