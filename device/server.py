@@ -33,26 +33,35 @@ class Request:
         self.body = b""
 
 
-def parse(sock, head):
-    # head: the bytes before the blank line; returns a Request or raises HttpError.
-    lines = head.split(b"\r\n")
-    parts = lines[0].split(b" ")
+def parse(sock, buf, end):
+    # The request line and headers are read in place from the client's buffer: only the pieces kept
+    # are copied. Returns a Request or raises HttpError.
+    nl = buf.find(b"\r\n", 0, end)
+    if nl < 0:
+        nl = end
+    parts = bytes(buf[:nl]).split(b" ")
     if len(parts) != 3 or parts[2] not in (b"HTTP/1.0", b"HTTP/1.1"):
         raise HttpError(b"400 Bad Request", b"malformed request line")
     path, _, query = parts[1].partition(b"?")
     if path[:1] != b"/" or b"/." in path or b"\\" in path:
         raise HttpError(b"400 Bad Request", b"the target must be a plain path")
     headers = {}
-    for line in lines[1:]:
-        k, sep, v = line.partition(b":")
-        if not sep or not k or k != k.strip():
+    pos = nl + 2
+    while pos < end:
+        nl = buf.find(b"\r\n", pos, end)
+        if nl < 0:
+            nl = end
+        colon = buf.find(b":", pos, nl)
+        if colon <= pos or buf[colon - 1] in b" \t" or buf[pos] in b" \t":
             raise HttpError(b"400 Bad Request", b"malformed header line")
-        k = k.lower()
-        if k in KEEP:
-            v = v.strip()
-            if headers.get(k, v) != v:
-                raise HttpError(b"400 Bad Request", b"conflicting repeated header")
-            headers[k] = v
+        if colon - pos <= 17:  # no header we keep has a longer name
+            k = bytes(buf[pos:colon]).lower()
+            if k in KEEP:
+                v = bytes(buf[colon + 1:nl]).strip()
+                if headers.get(k, v) != v:
+                    raise HttpError(b"400 Bad Request", b"conflicting repeated header")
+                headers[k] = v
+        pos = nl + 2
     return Request(sock, parts[0], path, query, headers)
 
 
@@ -175,7 +184,7 @@ class Server:
                     if c[1] == len(buf):
                         raise HttpError(b"431 Request Header Fields Too Large", b"request head over 1 KiB")
                     return
-                c[4] = parse(s, bytes(buf[:end]))
+                c[4] = parse(s, buf, end)
                 c[3] = body_length(c[4])
                 rest = c[1] - end - 4
                 buf[:rest] = buf[end + 4:c[1]]
@@ -192,7 +201,7 @@ class Server:
         gc.collect()
 
     def finish(self, s, e):
-        # Answers an error (a handler bug becomes a 500: the loop goes on) and closes.
+        # Answers an error (a handler bug, even a MemoryError, becomes a 500: the loop goes on) and closes.
         try:
             s.settimeout(WRITE_S)
             if isinstance(e, HttpError):
@@ -200,7 +209,7 @@ class Server:
             elif not isinstance(e, OSError):
                 print("espblink: handler error:", repr(e))
                 send(s, b"500 Internal Server Error", b"internal error\n")
-        except OSError:
+        except Exception:
             pass
         self.close(s)
         gc.collect()

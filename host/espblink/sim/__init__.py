@@ -126,7 +126,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sim", help="run a virtual NodeMCU (esptool and mpremote talk to it over rfc2217://)")
     p.add_argument("--state", default=".sim/board", help="folder that keeps the board's flash across runs")
     p.add_argument("--json", action="store_true", help="print one JSON line with the board's addresses")
-    p.add_argument("--heap", type=int, default=runtime.DEFAULT_HEAP, help="the board's MicroPython heap (bytes)")
+    p.add_argument("--heap", type=int, default=runtime.SIM_HEAP, help="the board's MicroPython heap (bytes)")
     p.add_argument("--sta", action="append", default=[], metavar="SSID=KEY",
                    help="a Wi-Fi network in range the board can join as a station")
     p.add_argument("--sta-delay-ms", type=int, default=1500, help="how long joining a network takes")
@@ -139,5 +139,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=cmd_ctl)
     d = s.add_parser("demo", help="a fresh board, flashed and deployed, left running (what `make sim` does)")
     d.add_argument("--state", default=".sim/demo")
-    d.add_argument("--heap", type=int, default=runtime.DEFAULT_HEAP)
+    d.add_argument("--heap", type=int, default=runtime.SIM_HEAP)
     d.set_defaults(func=cmd_demo)

@@ -30,7 +30,7 @@ ROM_BANNER = " ets Jan  8 2013,rst cause:%d, boot mode:(%d,%d)\r\n\r\n"
 
 
 class Board:
-    def __init__(self, state: Path, heap: int = runtime.DEFAULT_HEAP, sta: dict[str, str] | None = None,
+    def __init__(self, state: Path, heap: int = runtime.SIM_HEAP, sta: dict[str, str] | None = None,
                  sta_delay_ms: int = 1500, log: Callable[[str], None] = print) -> None:
         self.dir = state
         state.mkdir(parents=True, exist_ok=True)

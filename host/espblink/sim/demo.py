@@ -11,7 +11,7 @@ from espblink.sim import serve_control
 from espblink.sim.board import Board
 
 
-def demo(state: Path, heap: int = runtime.DEFAULT_HEAP) -> int:
+def demo(state: Path, heap: int = runtime.SIM_HEAP) -> int:
     if state.exists():
         shutil.rmtree(state)  # a fresh board: erased flash
     board = Board(state, heap=heap, log=lambda line: print(f"  [board] {line}", flush=True))
