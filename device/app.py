@@ -17,6 +17,7 @@ CAUSES = ("power-on", "watchdog", "exception", "soft watchdog", "soft reset", "d
 
 cfg = None
 warning = None
+token = b""
 lights = []
 t0 = 0
 
@@ -36,13 +37,15 @@ def page_nojs(req):
     if warning:
         out.extend(b"<p><b>Warning:</b> %s</p>" % warning.replace("<", "&lt;").encode())
     for led in lights:
-        out.extend(b"<form method=post action='/api/leds/%s'><button name=action value=toggle "
-                   b"aria-pressed=%s>%s: %s</button></form>" % (
-                       led.name, b"true" if led.is_on() else b"false", led.name, b"on" if led.is_on() else b"off"))
+        out.extend(b"<form method=post action='/api/leds/%s'><input type=hidden name=t value=%s>"
+                   b"<button name=action value=toggle aria-pressed=%s>%s: %s</button></form>" % (
+                       led.name, token, b"true" if led.is_on() else b"false", led.name,
+                       b"on" if led.is_on() else b"off"))
     server.send(req.sock, b"200 OK", out, server.HTML)
 
 
 def get_leds(req):
+    same_site(req)
     out = bytearray()
     leds.write_json(out.extend, lights)
     server.send(req.sock, b"200 OK", out, server.JSON)
@@ -63,14 +66,34 @@ def _int(v, what):
         raise server.HttpError(b"400 Bad Request", b"%s must be a whole number" % what)
 
 
+def same_site(req, form=None):
+    # Refuses what another website could make a phone's browser send (403, nothing changes). The Host
+    # must be an IP address or the board's name: a DNS-rebinding name is refused. An Origin, when sent,
+    # must be this Host. A change needs proof it comes from the board's own page: the X-Espblink header
+    # (another site's script cannot send it without the board's consent) or the form's per-boot token.
+    host = req.headers.get(b"host", b"")
+    name = host.split(b":")[0]
+    if not (name.replace(b".", b"").isdigit() or name in (cfg["hostname"].encode(), cfg["hostname"].encode()
+                                                          + b".local")):
+        raise server.HttpError(b"403 Forbidden", b"unknown Host: use the board's address")
+    origin = req.headers.get(b"origin")
+    if origin is not None and origin.split(b"//")[-1] != host:
+        raise server.HttpError(b"403 Forbidden", b"cross-site request refused")
+    if form is None:
+        return
+    if req.headers.get(b"x-espblink") != b"1" and form.get(b"t") != token:
+        raise server.HttpError(b"403 Forbidden", b"cross-site request refused")
+
+
 def post_led(req):
     led = leds.find(lights, req.path[10:].decode())
     if led is None:
         raise server.HttpError(b"404 Not Found", b"no LED of that name")
     ctype = req.headers.get(b"content-type", b"")
     form = ctype.startswith(b"application/x-www-form-urlencoded")
+    f = _form(req.body) if form else {}
+    same_site(req, f)
     if form:
-        f = _form(req.body)
         action = f.get(b"action", b"").decode()
         blink = f.get(b"blink_ms", b"500")
     elif ctype.startswith(b"application/json"):
@@ -116,6 +139,7 @@ def post_led(req):
 
 
 def status(req):
+    same_site(req)
     mode, ssid, ip = wifi.status()
     cause = machine.reset_cause()
     gc.collect()
@@ -149,8 +173,12 @@ def _load_config():
 
 
 def main(port=80):
-    global cfg, warning, lights, t0, srv, leds, server, wifi
+    global cfg, warning, lights, t0, srv, leds, server, wifi, token
     t0 = time.ticks_ms()
+    import binascii
+    import os
+
+    token = binascii.hexlify(os.urandom(8))
     cfg, warning = _load_config()
     gc.collect()
     # Three clients at a time, each with a 1 KiB request buffer, allocated first while the heap is in

@@ -69,6 +69,18 @@ class App:
                                        {"Content-Type": "application/json", "X-Espblink": "1"})
         return status, body
 
+    def form_token(self) -> str:
+        """The per-boot token the board's plain page puts in its forms."""
+        import re
+
+        status, _, body = self.request("GET", "/leds")
+        assert status == 200, (status, body)
+        return re.search(rb"name=t value=(\w+)", body).group(1).decode()
+
+    def post_form(self, path: str, fields: str, token: str | None = None) -> tuple[int, dict[str, str], bytes]:
+        t = self.form_token() if token is None else token
+        return self.request("POST", path, f"{fields}&t={t}", {"Content-Type": "application/x-www-form-urlencoded"})
+
     def raw(self, data: bytes, timeout: float = 6) -> bytes:
         """Send raw bytes, return everything the board answers until it closes."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:

@@ -61,11 +61,10 @@ def test_form_post_without_javascript_redirects_back(app):
     status, headers, body = app.request("GET", "/leds")
     assert status == 200 and b"action='/api/leds/red'" in body
     n = len(app.lines)
-    status, headers, _ = app.request("POST", "/api/leds/red", "action=toggle",
-                                     {"Content-Type": "application/x-www-form-urlencoded"})
+    status, headers, _ = app.post_form("/api/leds/red", "action=toggle")
     assert status == 303 and headers["location"] == "/"
     wait_line(app, "GPIO16 low: red LED on", n)
-    app.request("POST", "/api/leds/red", "action=off", {"Content-Type": "application/x-www-form-urlencoded"})
+    app.post_form("/api/leds/red", "action=off")
     wait_line(app, "GPIO16 high: red LED off", n)
 
 
@@ -101,9 +100,10 @@ def test_blink_runs_from_the_loop_while_requests_are_served(app):
 @pytest.mark.parametrize("data,status,needle", [
     (b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 404, b"not found"),
     (b"POST /api/leds/green HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}", 404, b"LED"),
-    (b"POST /api/leds/blue HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 3\r\n\r\n{x}", 400, b"JSON"),
-    (b"POST /api/leds/blue HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{\"blink_ms\": 5}",
-     400, b"blink_ms"),
+    (b"POST /api/leds/blue HTTP/1.1\r\nHost: 192.168.4.1\r\nX-Espblink: 1\r\nContent-Type: application/json\r\n"
+     b"Content-Length: 3\r\n\r\n{x}", 400, b"JSON"),
+    (b"POST /api/leds/blue HTTP/1.1\r\nHost: 192.168.4.1\r\nX-Espblink: 1\r\nContent-Type: application/json\r\n"
+     b"Content-Length: 15\r\n\r\n{\"blink_ms\": 5}", 400, b"blink_ms"),
     (b"POST /api/leds/blue HTTP/1.1\r\nContent-Length: 999\r\n\r\n", 413, b"256"),
     (b"POST /api/leds/blue HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400, b"Content-Length"),
     (b"POST /api/leds/blue HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 411, b"Content-Length"),
@@ -171,3 +171,24 @@ def test_slow_client_is_cut_at_the_deadline(app):
         out = s.recv(1024)
         assert out.startswith(b"HTTP/1.1 408")
         assert time.monotonic() - t0 < 6
+
+
+def test_cross_site_posts_are_refused_and_change_nothing(app):
+    n = len(app.lines)
+    json_headers = {"Content-Type": "application/json"}
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    # A form on another website, a script without the page's header, a rebinding name, a foreign Origin.
+    assert app.request("POST", "/api/leds/blue", "action=toggle", form)[0] == 403
+    assert app.request("POST", "/api/leds/blue", "action=toggle&t=guess", form)[0] == 403
+    assert app.request("POST", "/api/leds/blue", '{"toggle": true}', json_headers)[0] == 403
+    assert app.request("POST", "/api/leds/blue", '{"toggle": true}',
+                       {**json_headers, "X-Espblink": "1", "Origin": "http://evil.example"})[0] == 403
+    assert app.request("POST", "/api/leds/blue", '{"toggle": true}',
+                       {**json_headers, "X-Espblink": "1", "Host": "attacker.example"})[0] == 403
+    assert app.request("GET", "/api/status", headers={"Host": "attacker.example"})[0] == 403
+    time.sleep(0.3)
+    assert gpio_lines(app, n) == []
+    # The board's own page: its header, or its form token, an IP or the board's name as Host.
+    ok = {**json_headers, "X-Espblink": "1", "Host": "espblink-test.local", "Origin": "http://espblink-test.local"}
+    assert app.request("POST", "/api/leds/blue", '{"toggle": true}', ok)[0] == 200
+    assert app.post_form("/api/leds/blue", "action=toggle")[0] == 303

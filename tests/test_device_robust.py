@@ -16,7 +16,7 @@ def test_1000_mixed_requests_in_40000_bytes_of_heap(tmp_path):
     with run_app(tmp_path, VALID, heap=40000) as app:
         base = app.get_json("/api/status")["heap_free"]
         gz = {"Accept-Encoding": "gzip"}
-        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        token = app.form_token()
         handled = 0
         for _ in range(1000):
             k = rnd.randrange(6)
@@ -28,7 +28,7 @@ def test_1000_mixed_requests_in_40000_bytes_of_heap(tmp_path):
             elif k == 2:
                 assert app.post_json(f"/api/leds/{rnd.choice(['blue', 'red', 'ext'])}", {"toggle": True})[0] == 200
             elif k == 3:
-                assert app.request("POST", "/api/leds/red", "action=toggle", form)[0] == 303
+                assert app.post_form("/api/leds/red", "action=toggle", token)[0] == 303
             elif k == 4:
                 assert app.request("GET", "/api/status")[0] == 200
             else:

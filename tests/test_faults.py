@@ -176,7 +176,8 @@ def test_soak_10000_requests_with_flat_heap(app):
     req = b"GET /api/leds HTTP/1.1\r\nHost: 192.168.4.1\r\n\r\n"
     for i in range(10_000):
         if i % 5 == 4:
-            out = app.raw(b"POST /api/leds/blue HTTP/1.1\r\nContent-Type: application/json\r\n"
+            out = app.raw(b"POST /api/leds/blue HTTP/1.1\r\nHost: 192.168.4.1\r\nX-Espblink: 1\r\n"
+                          b"Content-Type: application/json\r\n"
                           b"Content-Length: 16\r\n\r\n{\"toggle\": true}")
         else:
             out = app.raw(req)

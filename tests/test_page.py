@@ -80,3 +80,40 @@ def test_page_works_without_javascript(app, browser):
     wait_line(app, "blue LED", n)
     assert page.locator("button", has_text="blue").inner_text() != label
     ctx.close()
+
+
+def test_another_website_cannot_switch_a_led(app, browser, tmp_path):
+    import http.server
+    import threading
+
+    (tmp_path / "evil.html").write_text(f"""<!doctype html><body>
+<form id=f method=post action="{app.url}api/leds/blue"><input name=action value=toggle></form>
+<script>
+fetch("{app.url}api/leds/blue", {{method: "POST", mode: "no-cors", body: "action=toggle",
+  headers: {{"Content-Type": "application/x-www-form-urlencoded"}}}}).finally(() => f.submit());
+</script></body>""")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(tmp_path), **kw)
+
+        def log_message(self, *a):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.2", 0), Quiet)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        before = app.get_json("/api/leds")["leds"][0]["on"]
+        n = len(app.lines)
+        ctx = browser.new_context()
+        page = ctx.new_page()
+        answers = []
+        page.on("response", lambda r: answers.append((r.url, r.status)))
+        page.goto(f"http://127.0.0.2:{httpd.server_address[1]}/evil.html")
+        page.wait_for_url(f"{app.url}api/leds/blue", timeout=10000)
+        assert (f"{app.url}api/leds/blue", 403) in answers
+        ctx.close()
+        assert app.get_json("/api/leds")["leds"][0]["on"] == before
+        assert not [ln for ln in app.lines[n:] if ln.startswith("GPIO2")]
+    finally:
+        httpd.shutdown()
