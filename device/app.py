@@ -32,16 +32,30 @@ def page(req):
 
 def page_nojs(req):
     # The page for browsers without JavaScript: one form per LED, each POST answered 303 back to /.
-    out = bytearray(b"<!doctype html><meta name=viewport content='width=device-width'><title>espblink</title>"
-                    b"<style>button{font-size:1.3em;min-height:48px;width:100%;margin:6px 0}</style>")
+    # Written twice, once to count its bytes for Content-Length, then to the socket: no page in memory.
+    server.start(req.sock, b"200 OK", server.HTML, _nojs(None))
+    _nojs(req.sock.write)
+
+
+def _nojs(w):
+    n = 0
+    for part in _nojs_parts():
+        n += len(part)
+        if w:
+            w(part)
+    return n
+
+
+def _nojs_parts():
+    yield (b"<!doctype html><meta name=viewport content='width=device-width'><title>espblink</title>"
+           b"<style>button{font-size:1.3em;min-height:48px;width:100%;margin:6px 0}</style>")
     if warning:
-        out.extend(b"<p><b>Warning:</b> %s</p>" % warning.replace("<", "&lt;").encode())
+        yield b"<p><b>Warning:</b> %s</p>" % warning.replace("<", "&lt;").encode()
     for led in lights:
-        out.extend(b"<form method=post action='/api/leds/%s'><input type=hidden name=t value=%s>"
-                   b"<button name=action value=toggle aria-pressed=%s>%s: %s</button></form>" % (
-                       led.name, token, b"true" if led.is_on() else b"false", led.name,
-                       b"on" if led.is_on() else b"off"))
-    server.send(req.sock, b"200 OK", out, server.HTML)
+        on = led.is_on()
+        yield (b"<form method=post action='/api/leds/%s'><input type=hidden name=t value=%s>"
+               b"<button name=action value=toggle aria-pressed=%s>%s: %s</button></form>" % (
+                   led.name, token, b"true" if on else b"false", led.name, b"on" if on else b"off"))
 
 
 def get_leds(req):

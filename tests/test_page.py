@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
 from device_support import VALID, run_app
+
+SHOTS = Path(__file__).parent.parent / "build" / "screenshots"
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     with run_app(tmp_path_factory.mktemp("board"), VALID) as a:
         yield a
+        # A phone browser's way of loading (parallel and speculative connections) never hits a handler error
+        # such as a MemoryError on the board's 40000 B heap.
+        assert "handler error" not in a.output(), a.output()
 
 
 def wait_line(app, text, start, timeout=5.0):
@@ -41,9 +47,15 @@ def test_tapping_each_switch_lights_its_led(app, phone_page, tmp_path):
         phone_page.wait_for_function(
             f"document.querySelector('#led-{name} button[role=switch]').getAttribute('aria-pressed')=='true'")
         wait_line(app, line, n)
+    SHOTS.mkdir(parents=True, exist_ok=True)
     box = switches.first.bounding_box()
     assert box["width"] >= 44 and box["height"] >= 44  # a thumb-sized target on a 390 px screen
-    phone_page.screenshot(path=str(tmp_path / "page.png"))
+    phone_page.screenshot(path=str(SHOTS / "phone-light.png"))
+    background = "getComputedStyle(document.body).backgroundColor"
+    light = phone_page.evaluate(background)
+    phone_page.emulate_media(color_scheme="dark")
+    assert phone_page.evaluate(background) != light
+    phone_page.screenshot(path=str(SHOTS / "phone-dark.png"))
 
 
 def test_two_phones_stay_in_sync(app, browser):
