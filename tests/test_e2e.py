@@ -101,6 +101,33 @@ def test_invalid_settings_stop_before_the_board_is_touched(board, tmp_path):
     assert ((board.state_dir / "flash.bin").stat().st_mtime_ns, board.state()["boots"]) == before
 
 
+def test_deploy_killed_midway_never_leaves_a_broken_board(board, tmp_path):
+    import sys
+    import urllib.request
+
+    new = tmp_path / "settings.toml"
+    new.write_text(board.settings.read_text().replace('name = "red"', 'name = "rot"'))
+    old_names, new_names = ["blue", "red"], ["blue", "rot"]
+    for delay in (0.4, 0.9, 1.4, 2.0):
+        p = subprocess.Popen([sys.executable, "-m", "espblink", "deploy", "--port", board.serial, "--settings",
+                              str(new)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        p.kill()
+        p.wait()
+        time.sleep(0.3)  # the port is free again
+        boots = board.state()["boots"]
+        board.ctl("power-cycle")
+        board.wait_state(lambda s, b=boots: s["boots"] > b and s["wlan"].get("ap", {}).get("active"), timeout=20)
+        with urllib.request.urlopen(board.http + "api/leds", timeout=5) as r:
+            names = [d["name"] for d in json.loads(r.read())["leds"]]
+        assert names in (old_names, new_names), names
+    r = deploy(board, new)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with urllib.request.urlopen(board.http + "api/leds", timeout=5) as r:
+        assert [d["name"] for d in json.loads(r.read())["leds"]] == new_names
+    assert deploy(board).returncode == 0  # and back
+
+
 def test_erase_then_deploy_says_flash_first(board):
     r = make("erase", f"PORT={board.serial}")
     assert r.returncode == 0, r.stdout + r.stderr
