@@ -25,7 +25,12 @@ t0 = 0
 def page(req):
     # The page is stored gzip-compressed; a client that cannot inflate it gets the plain page at /leds.
     if b"gzip" in req.headers.get(b"accept-encoding", b""):
-        server.send_file(req.sock, PAGE, server.HTML, b"Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n")
+        try:
+            f = open(PAGE, "rb")
+        except OSError:
+            raise server.HttpError(b"500 Internal Server Error", b"page.html.gz is missing on the board: run "
+                                   b"`make deploy`; meanwhile the plain page is at /leds")
+        server.send_file(req.sock, f, server.HTML, b"Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n")
     else:
         server.send(req.sock, b"303 See Other", b"", server.TEXT, b"Location: /leds\r\nVary: Accept-Encoding\r\n")
 
@@ -85,9 +90,10 @@ def same_site(req, form=None):
     # must be an IP address or the board's name: a DNS-rebinding name is refused. An Origin, when sent,
     # must be this Host. A change needs proof it comes from the board's own page: the X-Espblink header
     # (another site's script cannot send it without the board's consent) or the form's per-boot token.
+    # No browser leaves out Host, so a request without one cannot be a rebinding attack.
     host = req.headers.get(b"host", b"")
     name = host.split(b":")[0]
-    if not (name.replace(b".", b"").isdigit() or name in (cfg["hostname"].encode(), cfg["hostname"].encode()
+    if host and not (name.replace(b".", b"").isdigit() or name in (cfg["hostname"].encode(), cfg["hostname"].encode()
                                                           + b".local")):
         raise server.HttpError(b"403 Forbidden", b"unknown Host: use the board's address")
     origin = req.headers.get(b"origin")
@@ -108,9 +114,12 @@ def post_led(req):
     f = _form(req.body) if form else {}
     same_site(req, f)
     if form:
-        action = f.get(b"action", b"").decode()
+        action = f.get(b"action", b"")
         blink = f.get(b"blink_ms", b"500")
     elif ctype.startswith(b"application/json"):
+        # One flat object is all it takes; deep nesting would only make json build lists on the heap.
+        if req.body.count(b"[") + req.body.count(b"{") > 4:
+            raise server.HttpError(b"400 Bad Request", b"body must be one flat JSON object")
         try:
             d = json.loads(req.body)
         except ValueError:
@@ -118,23 +127,25 @@ def post_led(req):
         if not isinstance(d, dict):
             raise server.HttpError(b"400 Bad Request", b"body must be a JSON object")
         blink = d.get("blink_ms")
+        if blink is not None and type(blink) is not int:
+            raise server.HttpError(b"400 Bad Request", b"blink_ms must be a whole number")
         if d.get("toggle") is True:
-            action = "toggle"
+            action = b"toggle"
         elif d.get("on") is True or d.get("on") is False:
-            action = "on" if d["on"] else "off"
+            action = b"on" if d["on"] else b"off"
         elif blink is not None:
-            action = "blink"
+            action = b"blink"
         else:
             raise server.HttpError(b"400 Bad Request", b'send {"on": true|false}, {"toggle": true} or {"blink_ms": N}')
     else:
         raise server.HttpError(b"400 Bad Request", b"send JSON (application/json) or a form")
-    if action == "on":
+    if action == b"on":
         led.set(True)
-    elif action == "off":
+    elif action == b"off":
         led.set(False)
-    elif action == "toggle":
+    elif action == b"toggle":
         led.set(not led.is_on() and not led.blink_ms)
-    elif action == "blink":
+    elif action == b"blink":
         ms = _int(blink, b"blink_ms")
         if ms == 0:
             led.set(False)

@@ -33,6 +33,13 @@ class Request:
         self.body = b""
 
 
+def _visible(s):
+    for c in s:
+        if c <= 32 or c >= 127:
+            return False
+    return True
+
+
 def parse(sock, buf, end):
     # The request line and headers are read in place from the client's buffer: only the pieces kept
     # are copied. Returns a Request or raises HttpError.
@@ -43,7 +50,7 @@ def parse(sock, buf, end):
     if len(parts) != 3 or parts[2] not in (b"HTTP/1.0", b"HTTP/1.1"):
         raise HttpError(b"400 Bad Request", b"malformed request line")
     path, _, query = parts[1].partition(b"?")
-    if path[:1] != b"/" or b"/." in path or b"\\" in path:
+    if path[:1] != b"/" or b"/." in path or b"\\" in path or not _visible(path):
         raise HttpError(b"400 Bad Request", b"the target must be a plain path")
     headers = {}
     pos = nl + 2
@@ -87,9 +94,9 @@ def send(sock, status, body=b"", ctype=TEXT, extra=b""):
         sock.write(body)
 
 
-def send_file(sock, path, ctype, extra=b""):
-    # Streams a file through one 512-byte buffer.
-    with open(path, "rb") as f:
+def send_file(sock, f, ctype, extra=b""):
+    # Streams an open file through one 512-byte buffer, and closes it.
+    with f:
         f.seek(0, 2)
         start(sock, b"200 OK", ctype, f.tell(), extra)
         f.seek(0)

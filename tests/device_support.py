@@ -49,6 +49,15 @@ class App:
             time.sleep(0.02)
         raise AssertionError(f"{text!r} not printed within {timeout}s; output:\n{self.output()}")
 
+    def wait_line(self, text: str, start: int, timeout: float = 5.0) -> None:
+        """Wait until a line containing text is printed after line number start."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in ln for ln in self.lines[start:]):
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"{text!r} not printed; got {self.lines[start:]}")
+
     def request(self, method: str, path: str, body: bytes | str | None = None,
                 headers: dict[str, str] | None = None, timeout: float = 5) -> tuple[int, dict[str, str], bytes]:
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)

@@ -23,13 +23,6 @@ def gpio_lines(app, start=0):
     return [ln for ln in app.lines[start:] if ln.startswith("GPIO")]
 
 
-def wait_line(app, text, start, timeout=3.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(text in ln for ln in app.lines[start:]):
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{text!r} not printed; got {app.lines[start:]}")
 
 
 def test_all_leds_dark_at_power_on_and_gpio2_never_pulled_low(app):
@@ -47,14 +40,14 @@ def test_toggle_drives_active_low_and_active_high_pins(app):
     n = len(app.lines)
     status, body = app.post_json("/api/leds/blue", {"on": True})
     assert status == 200 and json.loads(body)["on"] is True
-    wait_line(app, "GPIO2 low: blue LED on", n)
+    app.wait_line("GPIO2 low: blue LED on", n)
     status, body = app.post_json("/api/leds/ext", {"toggle": True})
     assert json.loads(body)["on"] is True
-    wait_line(app, "GPIO5 high: ext LED on", n)
+    app.wait_line("GPIO5 high: ext LED on", n)
     app.post_json("/api/leds/ext", {"toggle": True})
-    wait_line(app, "GPIO5 low: ext LED off", n)
+    app.wait_line("GPIO5 low: ext LED off", n)
     app.post_json("/api/leds/blue", {"on": False})
-    wait_line(app, "GPIO2 high: blue LED off", n)
+    app.wait_line("GPIO2 high: blue LED off", n)
 
 
 def test_form_post_without_javascript_redirects_back(app):
@@ -63,9 +56,9 @@ def test_form_post_without_javascript_redirects_back(app):
     n = len(app.lines)
     status, headers, _ = app.post_form("/api/leds/red", "action=toggle")
     assert status == 303 and headers["location"] == "/"
-    wait_line(app, "GPIO16 low: red LED on", n)
+    app.wait_line("GPIO16 low: red LED on", n)
     app.post_form("/api/leds/red", "action=off")
-    wait_line(app, "GPIO16 high: red LED off", n)
+    app.wait_line("GPIO16 high: red LED off", n)
 
 
 def test_get_never_changes_state(app):

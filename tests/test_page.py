@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -21,13 +20,6 @@ def app(tmp_path_factory):
         assert "handler error" not in a.output(), a.output()
 
 
-def wait_line(app, text, start, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(text in ln for ln in app.lines[start:]):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{text!r} not printed; got {app.lines[start:]}")
 
 
 def test_tapping_each_switch_lights_its_led(app, phone_page, tmp_path):
@@ -46,7 +38,7 @@ def test_tapping_each_switch_lights_its_led(app, phone_page, tmp_path):
         sw.tap()
         phone_page.wait_for_function(
             f"document.querySelector('#led-{name} button[role=switch]').getAttribute('aria-pressed')=='true'")
-        wait_line(app, line, n)
+        app.wait_line(line, n)
     SHOTS.mkdir(parents=True, exist_ok=True)
     box = switches.first.bounding_box()
     assert box["width"] >= 44 and box["height"] >= 44  # a thumb-sized target on a 390 px screen
@@ -89,7 +81,7 @@ def test_page_works_without_javascript(app, browser):
     label = page.locator("button", has_text="blue").inner_text()
     page.locator("button", has_text="blue").tap()
     page.wait_for_url("**/leds")
-    wait_line(app, "blue LED", n)
+    app.wait_line("blue LED", n)
     assert page.locator("button", has_text="blue").inner_text() != label
     ctx.close()
 

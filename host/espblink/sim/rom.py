@@ -199,11 +199,11 @@ class Bootloader:
         self.write["seq"] += 1
         return 0, b""
 
-    def flash_end(self, payload: bytes, chk: int):
+    def flash_end(self, payload: bytes, chk: int, op: int = 0x04):
         (stay,) = struct.unpack("<I", payload[:4]) if payload else (1,)
         self.write = None
         self.flash.sync()
-        self.reply(0x04)
+        self.reply(op)
         if not stay:
             self.run_firmware()
         return None
@@ -212,13 +212,7 @@ class Bootloader:
         return self.flash_begin(payload, chk, deflate=True)
 
     def flash_defl_end(self, payload: bytes, chk: int):
-        (stay,) = struct.unpack("<I", payload[:4]) if payload else (1,)
-        self.write = None
-        self.flash.sync()
-        self.reply(0x12)
-        if not stay:
-            self.run_firmware()
-        return None
+        return self.flash_end(payload, chk, op=0x12)
 
     def spi_set_params(self, payload: bytes, chk: int):
         return 0, b""
