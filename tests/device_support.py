@@ -22,8 +22,9 @@ ESPBLINK = [sys.executable, "-m", "espblink"]
 class App:
     """A running `espblink run`: its port, every line it printed, and small HTTP helpers."""
 
-    def __init__(self, proc: subprocess.Popen, port: int) -> None:
+    def __init__(self, proc: subprocess.Popen, port: int, fs: Path) -> None:
         self.proc = proc
+        self.fs = fs  # the board's filesystem
         self.port = port
         self.url = f"http://127.0.0.1:{port}/"
         self.lines: list[str] = []
@@ -122,7 +123,7 @@ def run_app(tmp: Path, config: dict[str, Any] | str | None = None, heap: int = r
     for gpio, level in (pins or {}).items():
         cmd += ["--pin", f"{gpio}={level}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-    app = App(proc, port)
+    app = App(proc, port, fs)
     try:
         if wait:
             app.wait_for(app.url, timeout=30)

@@ -90,6 +90,12 @@ def test_blink_runs_from_the_loop_while_requests_are_served(app):
     assert [ln for ln in gpio_lines(app, m) if ln.startswith("GPIO16")] == []
 
 
+def post(path: str, ctype: str, body: bytes) -> bytes:
+    """A raw POST from the board's own page (its Host and header)."""
+    return (f"POST {path} HTTP/1.1\r\nHost: 192.168.4.1\r\nX-Espblink: 1\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
 @pytest.mark.parametrize("data,status,needle", [
     (b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 404, b"not found"),
     (b"POST /api/leds/green HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}", 404, b"LED"),
@@ -106,6 +112,15 @@ def test_blink_runs_from_the_loop_while_requests_are_served(app):
     (b"GET /../config.json HTTP/1.1\r\n\r\n", 400, b"path"),
     (b"GET / HTTP/2.0\r\n\r\n", 400, b"request line"),
     (b"DELETE /api/leds HTTP/1.1\r\n\r\n", 405, b"GET"),
+    (b"GET /api/leds/bl\xffue HTTP/1.1\r\n\r\n", 400, b"path"),
+    (post("/api/leds/blue", "application/json", b'{"blink_ms": 1e400}'), 400, b"blink_ms"),
+    (post("/api/leds/blue", "application/json", b'{"blink_ms": 150.5}'), 400, b"whole number"),
+    (post("/api/leds/blue", "application/json", b"[" * 200), 400, b"flat JSON object"),
+    (post("/api/leds/blue", "application/json", b'["on"]'), 400, b"JSON object"),
+    (post("/api/leds/blue", "application/json", b'{"on": "yes"}'), 400, b'{"on": true|false}'),
+    (post("/api/leds/blue", "application/json", b"{}"), 400, b"toggle"),
+    (post("/api/leds/blue", "text/plain", b"on"), 400, b"send JSON"),
+    (post("/api/leds/blue", "application/x-www-form-urlencoded", b"action=\xff\xfe"), 400, b"action must be"),
 ])
 def test_bad_requests_get_a_clear_4xx(app, data, status, needle):
     out = app.raw(data)
@@ -114,6 +129,34 @@ def test_bad_requests_get_a_clear_4xx(app, data, status, needle):
     assert b"Content-Length: %d" % len(body) in head
     assert needle in body
     assert app.get_json("/api/leds")  # and the board goes on serving
+
+
+def test_form_with_unknown_action_is_refused_by_name(app):
+    token = app.form_token()
+    for action in ("explode", "%ff", "\xff"):
+        status, _, body = app.post_form("/api/leds/blue", f"action={action}", token)
+        assert status == 400 and b"action must be on, off, toggle or blink" in body
+    status, _, body = app.post_form("/api/leds/blue", "action=blink&blink_ms=1e9", token)
+    assert status == 400 and b"blink_ms must be a whole number" in body
+
+
+def test_a_request_without_host_is_answered(app):
+    # Only a browser matters for cross-site safety, and every browser sends Host; a bare HTTP/1.0 tool may not.
+    out = app.raw(b"GET /api/leds HTTP/1.0\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 ") and b'"leds"' in out
+
+
+def test_missing_page_file_says_what_to_do_and_the_board_goes_on(app):
+    page = app.fs / "page.html.gz"
+    kept = page.read_bytes()
+    page.unlink()
+    try:
+        status, _, body = app.request("GET", "/", headers={"Accept-Encoding": "gzip"})
+        assert status == 500 and b"make deploy" in body and b"/leds" in body
+        assert app.request("GET", "/leds")[0] == 200
+    finally:
+        page.write_bytes(kept)
+    assert app.request("GET", "/", headers={"Accept-Encoding": "gzip"})[0] == 200
 
 
 def test_page_is_one_small_gzip_request_with_nothing_external(app):

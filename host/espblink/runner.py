@@ -8,6 +8,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -48,9 +49,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = fs / "config.json" if (fs / "config.json").exists() else None
         leds = leds_of(config)
 
+        ap_up = threading.Event()
+
         def on_message(msg: dict[str, Any]) -> None:
             if "gpio" in msg and msg.get("mode") in ("out", "od"):
                 print(runtime.gpio_line(msg["gpio"], msg["level"], leds), flush=True)
+            elif msg.get("wlan") == "ap" and msg.get("active"):
+                ap_up.set()
 
         link = runtime.HwLink(on_message)
         pins = dict(p.split("=", 1) for p in args.pin)
@@ -62,6 +67,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 proc.wait(timeout=5) if proc.poll() is not None else proc.kill()
                 raise UserError(f"the device app did not start serving on port {args.http_port} "
                                 f"(exit code {proc.returncode}); see its output above")
+            # The board set its pins and started its access point before it listened; the link's thread
+            # prints those lines, so the URL waits for it (a bounded wait: an app may run without the AP).
+            ap_up.wait(timeout=2)
             print(f"http://127.0.0.1:{args.http_port}/", flush=True)
             return proc.wait()
         except KeyboardInterrupt:
