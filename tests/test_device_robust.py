@@ -7,6 +7,7 @@ import random
 import socket
 import subprocess
 import sys
+import time
 
 from device_support import VALID, run_app
 
@@ -107,3 +108,53 @@ def run_once(fs, port):
     r = subprocess.run([sys.executable, "-m", "espblink", "run", "--http-port", str(port), "--dir", str(fs)],
                        capture_output=True, text=True, timeout=60)
     return r.stdout + r.stderr
+
+
+def access_point(tmp_path, config=None):
+    """Power the board on with the given config.json; the access point as its Wi-Fi hardware last set it,
+    and what it printed."""
+    from espblink import runner, runtime
+
+    fs = tmp_path / "fs"
+    runner.install(fs)
+    if config is not None:
+        (fs / "config.json").write_text(json.dumps(config))
+    ap: dict = {}
+    reports = []
+    port = runtime.free_port()
+
+    def on_message(m):
+        if m.get("wlan") == "ap":
+            ap.update(m)
+            reports.append(m)
+
+    proc, link = runner.power_on(fs, on_message, port, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert runner.wait_listening(port, proc, time.monotonic() + 20), proc.communicate(timeout=5)[0]
+        deadline = time.monotonic() + 5
+        while len(reports) < 2 and time.monotonic() < deadline:  # turned on, then configured
+            time.sleep(0.02)
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=5)[0]
+        link.close()
+    return ap, out
+
+
+def test_access_point_is_wpa2_with_the_configured_key(tmp_path):
+    ap, _ = access_point(tmp_path, VALID)
+    assert ap["active"] and ap["ssid"] == "espblink-test" and ap["key"] == "correct horse battery"
+    assert ap["security"] == 3  # network.AUTH_WPA2_PSK
+
+
+def test_board_without_settings_is_never_open_nor_on_the_public_key(tmp_path):
+    ap, out = access_point(tmp_path)
+    assert ap["security"] == 3 and ap["ssid"] == "espblink-1A2B3C"
+    assert ap["key"] != "micropythoN" and 8 <= len(ap["key"]) <= 63
+    assert f"access point espblink-1A2B3C, key {ap['key']}" in out  # the REPL tells the owner the key
+
+
+def test_a_bad_pin_option_says_what_to_write(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "espblink", "run", "--http-port", "1", "--pin", "0=low"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "--pin 0=low: expected GPIO=LEVEL with LEVEL 0 or 1, e.g. --pin 0=0" in r.stderr

@@ -6,10 +6,12 @@ import argparse
 import json
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +38,39 @@ def wait_listening(port: int, proc: Any, deadline: float) -> bool:
     return False
 
 
+def install(fs: Path, config: Path | None = None) -> None:
+    """Put the device build (and a config.json) on a folder that stands for the board's filesystem."""
+    fs.mkdir(parents=True, exist_ok=True)
+    for f in build.build().iterdir():
+        shutil.copyfile(f, fs / f.name)
+    if config:
+        shutil.copyfile(config, fs / "config.json")
+
+
+def power_on(fs: Path, on_message: Callable[[dict[str, Any]], None], http_port: int, dns_port: int = 0,
+             heap: int = runtime.DEFAULT_HEAP, pins: dict[int, int] | None = None,
+             **popen: Any) -> tuple[subprocess.Popen, runtime.HwLink]:
+    """Start MicroPython on fs as the board would (boot.py, then main.py); the shims' messages (pins, Wi-Fi)
+    go to on_message. The caller stops the process and closes the link."""
+    link = runtime.HwLink(on_message)
+    hw = {"hw": link.port, "mac": runtime.MAC, "pins": {str(k): v for k, v in (pins or {}).items()}}
+    proc = runtime.spawn([str(build.compile_shims() / "launch.py")], fs, heap, hw, {80: http_port, 53: dns_port},
+                         **popen)
+    return proc, link
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    src = build.build()
-    shims = build.compile_shims()
+    pins = {}
+    for p in args.pin:
+        gpio, _, level = p.partition("=")
+        if not (gpio.isdigit() and level in ("0", "1")):
+            raise UserError(f"--pin {p}: expected GPIO=LEVEL with LEVEL 0 or 1, e.g. --pin 0=0")
+        pins[int(gpio)] = int(level)
     with tempfile.TemporaryDirectory(prefix="espblink-run-") as tmp:
         fs = Path(args.dir) if args.dir else Path(tmp)
-        fs.mkdir(parents=True, exist_ok=True)
-        for f in src.iterdir():
-            shutil.copyfile(f, fs / f.name)
-        if args.config:
-            shutil.copyfile(args.config, fs / "config.json")
+        install(fs, args.config)
         config = fs / "config.json" if (fs / "config.json").exists() else None
         leds = leds_of(config)
-
         ap_up = threading.Event()
 
         def on_message(msg: dict[str, Any]) -> None:
@@ -57,11 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             elif msg.get("wlan") == "ap" and msg.get("active"):
                 ap_up.set()
 
-        link = runtime.HwLink(on_message)
-        pins = dict(p.split("=", 1) for p in args.pin)
-        hw = {"hw": link.port, "mac": runtime.MAC, "pins": {k: int(v) for k, v in pins.items()}}
-        proc = runtime.spawn([str(shims / "launch.py")], fs, args.heap, hw,
-                             {80: args.http_port, 53: args.dns_port})
+        proc, link = power_on(fs, on_message, args.http_port, args.dns_port, args.heap, pins)
         try:
             if not wait_listening(args.http_port, proc, time.monotonic() + 20):
                 proc.wait(timeout=5) if proc.poll() is not None else proc.kill()
