@@ -221,7 +221,7 @@ def main(port=80):
     srv = server.Server(ROUTES, buffers, port)
     print("espblink: serving http://%s/ on Wi-Fi %s" % (ap.ifconfig()[0], cfg["ap_ssid"]))
     gc.collect()
-    wdt = machine.WDT()
+    wdt = server.watchdog = machine.WDT()
     stable = False
     while True:
         wdt.feed()

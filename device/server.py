@@ -8,7 +8,7 @@ import time
 
 BODY_MAX = 256
 REQUEST_MS = 4000
-WRITE_S = 3
+WRITE_S = 1  # the most one write may wait for a slow reader; the watchdog bites after 3.2 s
 JSON = b"application/json"
 TEXT = b"text/plain; charset=utf-8"
 HTML = b"text/html; charset=utf-8"
@@ -16,6 +16,7 @@ KEEP = (b"host", b"content-type", b"content-length", b"accept-encoding", b"origi
         b"x-espblink", b"transfer-encoding")
 
 _chunk = bytearray(512)
+watchdog = None  # the app's machine.WDT: fed between the writes of a long answer
 
 
 class HttpError(Exception):
@@ -103,6 +104,8 @@ def send_file(sock, f, ctype, extra=b""):
         mv = memoryview(_chunk)
         n = f.readinto(_chunk)
         while n:
+            if watchdog:
+                watchdog.feed()
             sock.write(mv[:n])
             n = f.readinto(_chunk)
 

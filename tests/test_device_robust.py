@@ -158,3 +158,53 @@ def test_a_bad_pin_option_says_what_to_write(tmp_path):
     r = subprocess.run([sys.executable, "-m", "espblink", "run", "--http-port", "1", "--pin", "0=low"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "--pin 0=low: expected GPIO=LEVEL with LEVEL 0 or 1, e.g. --pin 0=0" in r.stderr
+
+
+def test_watchdog_is_fed_while_clients_stall_and_leds_blink(tmp_path):
+    # The ESP8266's watchdog bites 3.2 s after the last feed: a loop stuck on a client would reboot the board.
+    import socket as sk
+    import urllib.request
+
+    from espblink import runner, runtime
+
+    fs = tmp_path / "fs"
+    runner.install(fs)
+    (fs / "config.json").write_text(json.dumps(VALID))
+    feeds: list[float] = []
+    watchdog = []
+    port = runtime.free_port()
+
+    def on_message(m):
+        if "feed" in m:
+            feeds.append(time.monotonic())
+        elif "wdt" in m:
+            watchdog.append(m["wdt"])
+
+    proc, link = runner.power_on(fs, on_message, port, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    stalled = []
+    try:
+        assert runner.wait_listening(port, proc, time.monotonic() + 20)
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/leds/red", b'{"blink_ms": 200}',
+                                     {"Content-Type": "application/json", "X-Espblink": "1"})
+        urllib.request.urlopen(req, timeout=5).read()
+        start = time.monotonic()
+        stalled = [sk.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        while time.monotonic() - start < 7:
+            try:
+                stalled[0].send(b"G")  # a slow client: one byte now and then, never a whole request
+            except OSError:  # cut at its deadline: another one takes its place
+                stalled[0].close()
+                stalled[0] = sk.create_connection(("127.0.0.1", port))
+            time.sleep(0.5)
+        end = time.monotonic()
+        assert proc.poll() is None
+    finally:
+        for s in stalled:
+            s.close()
+        proc.terminate()
+        proc.wait(timeout=5)
+        link.close()
+    assert watchdog == [3200]
+    times = [start, *[t for t in feeds if start < t < end], end]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert max(gaps) < 3.2, gaps
