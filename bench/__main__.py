@@ -73,6 +73,10 @@ class Peer:
     def request(self, method: str, path: str, body: str | None = None, timeout: float = 5) -> tuple[int, int]:
         """One request on its own connection, sent in one write, read until the server closes:
         (status, bytes received)."""
+        status, data = self.exchange(method, path, body, timeout)
+        return status, len(data)
+
+    def exchange(self, method: str, path: str, body: str | None = None, timeout: float = 5) -> tuple[int, bytes]:
         head = f"{method} {path} HTTP/1.1\r\nHost: 192.168.4.1\r\nAccept-Encoding: gzip\r\nConnection: close\r\n"
         if body is not None:
             head += f"Content-Type: application/json\r\nX-Espblink: 1\r\nContent-Length: {len(body)}\r\n"
@@ -82,7 +86,15 @@ class Peer:
             while chunk := s.recv(65536):
                 data += chunk
         parts = data.split(b" ", 2)
-        return (int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0), len(data)
+        return (int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0), data
+
+    def heap_free(self) -> int | None:
+        """Free heap after a collection, from the peer's /api/status (each peer reports gc.mem_free())."""
+        try:
+            status, data = self.exchange("GET", "/api/status")
+            return json.loads(data.split(b"\r\n\r\n", 1)[1])["heap_free"] if status == 200 else None
+        except (OSError, ValueError, KeyError, IndexError):
+            return None
 
     def stop(self) -> None:
         self.proc.kill()
@@ -134,17 +146,24 @@ def with_idle_sockets(p: Peer, n: int = 20) -> dict[str, Any]:
 
 
 def serves(name: str, folder: Path, heap: int, n: int = 1000) -> bool:
+    return serve_mixed(name, folder, heap, n)[0]
+
+
+def serve_mixed(name: str, folder: Path, heap: int, n: int = 1000) -> tuple[bool, int | None, int | None]:
+    """Boot at this heap and serve n mixed requests: (all answered 200, free heap after boot, after the n)."""
     p = Peer(name, folder, heap)
     try:
         if not p.up:
-            return False
+            return False, None, None
+        before = p.heap_free()
         for i in range(n):
             path, body = (("/", None), ("/api/leds", None), ("/api/leds/blue", '{"toggle": true}'))[i % 3]
             if p.request("POST" if body else "GET", path, body)[0] != 200:
-                return False
-        return p.proc.poll() is None
+                return False, before, None
+        after = p.heap_free()
+        return p.proc.poll() is None, before, after
     except OSError:
-        return False
+        return False, None, None
     finally:
         p.stop()
 
@@ -199,9 +218,13 @@ def measure_peers() -> dict[str, Any]:
         for name in ("espblink", "microdot", "tutorial"):
             folder = prepare(name, root)
             print(f"{name}: throughput and latency…", flush=True)
-            r: dict[str, Any] = {"serves_at_board_heap": serves(name, folder, HEAP)}
+            ok, free_boot, free_after = serve_mixed(name, folder, HEAP)
+            r: dict[str, Any] = {"serves_at_board_heap": ok, "board_heap_free_after_boot": free_boot,
+                                 "board_heap_free_after_1000": free_after}
             p = Peer(name, folder, PERF_HEAP)
             if p.up:
+                free = p.heap_free()
+                r["heap_used_after_boot"] = PERF_HEAP - free if free is not None else None
                 r["get_page"] = timed(lambda p=p: p.request("GET", "/")[0], N)
                 r["post_toggle"] = timed(lambda p=p: toggle(p), N)
                 r["page_load"] = page_load(p)
@@ -217,24 +240,47 @@ def measure_sim() -> dict[str, Any]:
     from espblink import flash, image, settings, sync
     from espblink.sim.board import Board
 
+    class CountingBoard(Board):
+        """The virtual board, counting the bytes that cross its serial link (to it, from it)."""
+
+        to_board = from_board = 0
+
+        def uart_in(self, data: bytes) -> None:
+            self.to_board += len(data)
+            super().uart_in(data)
+
+        def emit(self, data: bytes) -> None:
+            self.from_board += len(data)
+            super().emit(data)
+
+        def link(self) -> dict[str, int]:
+            out = {"to_board": self.to_board, "from_board": self.from_board}
+            self.to_board = self.from_board = 0
+            return out
+
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        board = Board(root / "board", log=lambda s: None)
+        board = CountingBoard(root / "board", log=lambda s: None)
         try:
             board.power_on()
             fw = root / "fw.bin"
             fw.write_bytes(image.make())
+            board.link()
             t = time.perf_counter()
             flash.flash(board.rfc2217.url, str(fw))
             flash_s = time.perf_counter() - t
+            flash_link = board.link()
             cfg = root / "settings.toml"
             settings.create(cfg)
             t = time.perf_counter()
+            board.link()
             first = sync.deploy(board.rfc2217.url, cfg)
             full_s = time.perf_counter() - t
+            full_link = board.link()
             t = time.perf_counter()
             again = sync.deploy(board.rfc2217.url, cfg)
             again_s = time.perf_counter() - t
+            again_link = board.link()
             board.power_off()
             t = time.perf_counter()
             board.power_on()
@@ -248,9 +294,9 @@ def measure_sim() -> dict[str, Any]:
                 except OSError:
                     time.sleep(0.01)
             boot_s = time.perf_counter() - t
-            return {"flash_s": flash_s, "image_bytes": fw.stat().st_size,
-                    "deploy_full": {"files": len(first.write), "bytes": first.bytes, "s": full_s},
-                    "deploy_again": {"files": len(again.write), "bytes": again.bytes, "s": again_s},
+            return {"flash_s": flash_s, "image_bytes": fw.stat().st_size, "flash_link": flash_link,
+                    "deploy_full": {"files": len(first.write), "bytes": first.bytes, "s": full_s, **full_link},
+                    "deploy_again": {"files": len(again.write), "bytes": again.bytes, "s": again_s, **again_link},
                     "power_on_to_200_s": boot_s}
         finally:
             board.close()
@@ -270,7 +316,7 @@ def table(r: dict[str, Any]) -> str:
 
     def fmt(v: Any) -> str:
         if v is None:
-            return "hangs/fails"
+            return "n/a (hangs or does not boot)"
         if isinstance(v, bool):
             return "yes" if v else "no"
         return f"{v:,.2f}" if isinstance(v, float) and v < 100 else f"{v:,.0f}"
@@ -279,13 +325,26 @@ def table(r: dict[str, Any]) -> str:
         (f"boots and serves 1,000 requests in {HEAP:,} B", e.get("serves_at_board_heap"),
          m.get("serves_at_board_heap"), t.get("serves_at_board_heap"), "none"),
         ("GET / requests/s", g(e, "get_page", "rps"), g(m, "get_page", "rps"), g(t, "get_page", "rps"), "higher"),
+        ("GET / p50 (ms)", g(e, "get_page", "p50_ms"), g(m, "get_page", "p50_ms"), g(t, "get_page", "p50_ms"), "lower"),
+        ("GET / p99 (ms)", g(e, "get_page", "p99_ms"), g(m, "get_page", "p99_ms"), g(t, "get_page", "p99_ms"), "lower"),
         ("POST toggle requests/s", g(e, "post_toggle", "rps"), g(m, "post_toggle", "rps"), g(t, "post_toggle", "rps"),
          "higher"),
+        ("POST toggle p50 (ms)", g(e, "post_toggle", "p50_ms"), g(m, "post_toggle", "p50_ms"),
+         g(t, "post_toggle", "p50_ms"), "lower"),
         ("POST toggle p99 (ms)", g(e, "post_toggle", "p99_ms"), g(m, "post_toggle", "p99_ms"),
          g(t, "post_toggle", "p99_ms"), "lower"),
         ("toggle p50 with 4 idle sockets (ms)", g(e, "idle4_toggle", "p50_ms"), g(m, "idle4_toggle", "p50_ms"),
          g(t, "idle4_toggle", "p50_ms"), "lower"),
-        ("smallest heap for 1,000 requests (B)", e.get("min_heap"), m.get("min_heap"), t.get("min_heap"), "lower"),
+        ("toggles answered with 4 idle sockets", g(e, "idle4_toggle", "answered"), g(m, "idle4_toggle", "answered"),
+         g(t, "idle4_toggle", "answered"), "higher"),
+        ("heap in use after boot (B)", e.get("heap_used_after_boot"), m.get("heap_used_after_boot"),
+         t.get("heap_used_after_boot"), "lower"),
+        (f"free heap after boot in {HEAP:,} B", e.get("board_heap_free_after_boot"),
+         m.get("board_heap_free_after_boot"), t.get("board_heap_free_after_boot"), "higher"),
+        ("free heap after 1,000 more requests", e.get("board_heap_free_after_1000"),
+         m.get("board_heap_free_after_1000"), t.get("board_heap_free_after_1000"), "higher"),
+        ("smallest heap for 1,000 requests (B): the peak", e.get("min_heap"), m.get("min_heap"), t.get("min_heap"),
+         "lower"),
         ("bytes for one page load", g(e, "page_load", "bytes"), g(m, "page_load", "bytes"),
          g(t, "page_load", "bytes"), "lower"),
         ("requests for one page load", g(e, "page_load", "requests"), g(m, "page_load", "requests"),
@@ -330,14 +389,17 @@ def main() -> int:
     md = ["# espblink benchmark", "", f"Same machine, same run, MicroPython unix port with the board's shims, "
           f"speed at a {PERF_HEAP:,} B heap for all three; {N} sequential requests per figure from a Python client "
           "on loopback (one connection per request); page loads in headless Chromium, phone profile. "
-          "Reproduce: `make bench`.", "", table(r), "",
+          "Reproduce: `make bench`. "
+          "Free heap is what each server's /api/status reports after gc.collect() (the peers got that route "
+          "for the bench); the smallest heap is found by bisection in 2 KB steps.", "", table(r), "",
           "## On the virtual board", "",
           "| figure | value |", "|---|---:|",
-          f"| flash a {s['image_bytes'] // 1024} KB image (erase, write, verify) | {s['flash_s']:.1f} s |",
-          f"| full deploy | {s['deploy_full']['files']} files, {s['deploy_full']['bytes']:,} B, "
-          f"{s['deploy_full']['s']:.1f} s |",
-          f"| deploy with nothing changed | {s['deploy_again']['files']} files, {s['deploy_again']['bytes']:,} B, "
-          f"{s['deploy_again']['s']:.1f} s |",
+          f"| flash a {s['image_bytes']:,} B image (erase, write compressed, verify) | "
+          f"{s['flash_link']['to_board']:,} B sent over serial "
+          f"({s['flash_link']['to_board'] / s['image_bytes']:.0%} of the image), {s['flash_s']:.1f} s |",
+          *(f"| {label} | {d['files']} files written ({d['bytes']:,} B of files), {d['to_board']:,} B sent "
+            f"and {d['from_board']:,} B received over serial (restart and console check included), {d['s']:.1f} s |"
+            for label, d in (("full deploy", s["deploy_full"]), ("deploy with nothing changed", s["deploy_again"]))),
           f"| power-on to first HTTP 200 | {s['power_on_to_200_s']:.2f} s |", "",
           "![chart](chart.png)", ""]
     (RESULTS / "results.md").write_text("\n".join(md))

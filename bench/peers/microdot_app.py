@@ -1,4 +1,6 @@
 # The same LED switch written as Microdot's own documentation would: the peer espblink is measured against.
+import gc
+
 import machine
 from microdot import Microdot, Response
 
@@ -15,6 +17,12 @@ async def index(request):
 @app.route("/api/leds")
 async def leds(request):
     return {"leds": [{"name": n, "on": bool(s.value())} for n, s in LEDS.items()]}
+
+
+@app.route("/api/status")
+async def status(request):  # the bench reads free heap here, as from espblink's /api/status
+    gc.collect()
+    return {"heap_free": gc.mem_free()}
 
 
 @app.post("/api/leds/<name>")

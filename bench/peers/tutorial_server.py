@@ -1,5 +1,6 @@
 # BASELINE, not espblink: the blocking accept() loop found in the common ESP8266 web-server guides,
 # kept as they write it (one request at a time, no deadlines, the whole page in one string).
+import gc
 import socket
 
 import machine
@@ -25,7 +26,11 @@ while True:
     conn, addr = s.accept()
     request = conn.recv(1024)
     request = str(request)
-    if "/api/leds/blue" in request or "/?led=toggle" in request:
+    if "/api/status" in request:  # added for the bench: free heap, as espblink's /api/status reports it
+        gc.collect()
+        conn.send("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n")
+        conn.sendall('{"heap_free": %d}' % gc.mem_free())
+    elif "/api/leds/blue" in request or "/?led=toggle" in request:
         led.value(not led.value())
         conn.send("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n")
         conn.sendall('{"on": %s}' % ("true" if not led.value() else "false"))
