@@ -41,8 +41,10 @@ def wait_listening(port: int, proc: Any, deadline: float) -> bool:
 def install(fs: Path, config: Path | None = None) -> None:
     """Put the device build (and a config.json) on a folder that stands for the board's filesystem."""
     fs.mkdir(parents=True, exist_ok=True)
-    for f in build.build().iterdir():
-        shutil.copyfile(f, fs / f.name)
+    with tempfile.TemporaryDirectory(prefix="espblink-build-") as tmp:
+        # A build of its own: other runs may be replacing build/device at this moment.
+        for f in build.build(out=Path(tmp) / "device").iterdir():
+            shutil.copyfile(f, fs / f.name)
     if config:
         shutil.copyfile(config, fs / "config.json")
 
@@ -72,24 +74,41 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = fs / "config.json" if (fs / "config.json").exists() else None
         leds = leds_of(config)
         ap_up = threading.Event()
+        printing = threading.Lock()  # the board's lines and the pin lines, each whole
+
+        def say(line: str) -> None:
+            with printing:
+                print(line, flush=True)
 
         def on_message(msg: dict[str, Any]) -> None:
             if "gpio" in msg and msg.get("mode") in ("out", "od"):
-                print(runtime.gpio_line(msg["gpio"], msg["level"], leds), flush=True)
+                say(runtime.gpio_line(msg["gpio"], msg["level"], leds))
             elif msg.get("wlan") == "ap" and msg.get("active"):
                 ap_up.set()
 
-        proc, link = power_on(fs, on_message, args.http_port, args.dns_port, args.heap, pins)
+        proc, link = power_on(fs, on_message, args.http_port, args.dns_port, args.heap, pins,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+        def relay() -> None:
+            assert proc.stdout
+            for raw in proc.stdout:
+                say(raw.decode(errors="replace").rstrip("\r\n"))
+
+        relaying = threading.Thread(target=relay, daemon=True)
+        relaying.start()
         try:
             if not wait_listening(args.http_port, proc, time.monotonic() + 20):
                 proc.wait(timeout=5) if proc.poll() is not None else proc.kill()
+                relaying.join(timeout=2)
                 raise UserError(f"the device app did not start serving on port {args.http_port} "
                                 f"(exit code {proc.returncode}); see its output above")
             # The board set its pins and started its access point before it listened; the link's thread
             # prints those lines, so the URL waits for it (a bounded wait: an app may run without the AP).
             ap_up.wait(timeout=2)
-            print(f"http://127.0.0.1:{args.http_port}/", flush=True)
-            return proc.wait()
+            say(f"http://127.0.0.1:{args.http_port}/")
+            code = proc.wait()
+            relaying.join(timeout=2)
+            return code
         except KeyboardInterrupt:
             return 0
         finally:
