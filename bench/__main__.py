@@ -373,7 +373,8 @@ def chart(r: dict[str, Any], path: Path) -> None:
         vals = [f(r[p]) for p in peers]
         ax.bar(peers, [v or 0 for v in vals], color=["#2a7fff", "#999", "#ccc"])
         for i, v in enumerate(vals):
-            ax.text(i, (v or 0), "hangs" if v is None else f"{v:,.0f}", ha="center", va="bottom", fontsize=9)
+            label = "hangs" if v is None else f"{v:,.0f}" if v >= 10 else f"{v:.2f}"
+            ax.text(i, (v or 0), label, ha="center", va="bottom", fontsize=9)
         ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

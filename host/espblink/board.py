@@ -54,7 +54,7 @@ def status(port: str | None) -> None:
     t = sync.open_board(port)
     try:
         print(t.exec(STATUS).decode().strip())
-        t.exit_raw_repl()
+        sync.leave_raw_repl(t)
     finally:
         t.close()
     url, ssid = sync.restart_and_watch(port)

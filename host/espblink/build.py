@@ -7,11 +7,14 @@ to build/device/.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from espblink import paths
@@ -66,20 +69,35 @@ def gzip_file(src: Path, dst: Path) -> None:
 
 
 def build(src: Path = paths.DEVICE, out: Path | None = None, cmd: list[str] | None = None) -> Path:
-    """Build every file of src into out (default build/device) with the mpy-cross command cmd; returns out."""
+    """Build every file of src into out (default build/device) with the mpy-cross command cmd; returns out.
+
+    The files are made in a fresh folder next to out that then replaces it, so a reader of out (a deploy,
+    the virtual board) never sees a half-built set."""
     out = out or paths.BUILD / "device"
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    for f in sorted(src.iterdir()):
-        if f.name.startswith((".", "_")) or not f.is_file():
-            continue
-        if f.name in SOURCE_ONLY:
-            shutil.copyfile(f, out / f.name)
-        elif f.suffix == ".py":
-            compile_module(f, out / (f.stem + ".mpy"), cmd)
-        elif f.suffix in GZIPPED:
-            gzip_file(f, out / (f.name + ".gz"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    new = Path(tempfile.mkdtemp(prefix=out.name + ".new-", dir=out.parent))
+    try:
+        for f in sorted(src.iterdir()):
+            if f.name.startswith((".", "_")) or not f.is_file():
+                continue
+            if f.name in SOURCE_ONLY:
+                shutil.copyfile(f, new / f.name)
+            elif f.suffix == ".py":
+                compile_module(f, new / (f.stem + ".mpy"), cmd)
+            elif f.suffix in GZIPPED:
+                gzip_file(f, new / (f.name + ".gz"))
+        new.chmod(0o755)
+        olds = [out.with_name(f"{out.name}.old-{os.getpid()}-{i}") for i in range(20)]
+        for old in olds:  # another build may swap its folder in at the same moment
+            with contextlib.suppress(FileNotFoundError):
+                out.rename(old)
+            with contextlib.suppress(OSError):
+                new.rename(out)
+                break
+        for old in olds:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(new, ignore_errors=True)
     return out
 
 
@@ -89,10 +107,13 @@ def compile_shims() -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for f in paths.SHIMS.glob("*.py"):
         dst = out / (f.stem + ".mpy")
+        tmp = out / f"{f.name}.{os.getpid()}"  # other processes may be loading the shims right now
         if f.name == "launch.py":
-            shutil.copyfile(f, out / f.name)
+            shutil.copyfile(f, tmp)
+            tmp.replace(out / f.name)
         elif not dst.exists() or dst.stat().st_mtime < f.stat().st_mtime:
-            compile_module(f, dst)
+            compile_module(f, tmp)
+            tmp.replace(dst)
     return out
 
 

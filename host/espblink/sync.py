@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import io
 import re
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,33 +107,70 @@ def write(t: SerialTransport, local: dict[str, bytes], p: Plan) -> None:
     t.fs_writefile(MANIFEST, "\n".join(sorted(local)).encode())
 
 
+def leave_raw_repl(t: SerialTransport) -> None:
+    """Back to the friendly REPL (where a soft reset runs main.py), its banner read so none is left over."""
+    t.exit_raw_repl()
+    with contextlib.suppress(TransportError, serial.SerialException, OSError):
+        t.read_until(1, b">>> ", timeout=2)
+
+
+APP_SERVES = re.compile(r"espblink: serving (\S+) on Wi-Fi (.+?)\r?\n")
+APP_FAILED = ("Traceback", "crashed", "safe mode")
+AT_PROMPT = 'Type "help()"'  # MicroPython's banner: main.py has ended, nothing is serving
+NO_RESET_AFTER = 3.0  # seconds of silence after the RTS pulse: no auto-reset circuit reached the chip
+
+
 def restart_and_watch(port: str, timeout: float = 30) -> tuple[str, str]:
-    """Reset the board as esptool does (RTS), read its console until the app serves; (url, ssid)."""
+    """Restart the board and read its console until the app says it serves; (url, ssid).
+
+    A hard reset through RTS (as esptool does after flashing) starts the app as power-on does. Where RTS
+    reaches no reset circuit (a bare terminal, an adapter without it) the board stays silent, and a soft
+    reset from its REPL (Ctrl-D, which runs boot.py and main.py) restarts it instead."""
     s = serial.serial_for_url(port, baudrate=115200, timeout=0.2)
     try:
-        s.dtr = False
-        s.rts = True
-        time.sleep(0.1)
-        s.rts = False
+        s.reset_input_buffer()
+        with contextlib.suppress(OSError, serial.SerialException):  # a pty has no modem lines
+            s.dtr = False
+            s.rts = True
+            time.sleep(0.1)
+            s.rts = False
         out = b""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        start = time.monotonic()
+        soft_reset = False
+        while time.monotonic() < start + timeout:
             out += s.read(4096)
+            if not out and not soft_reset and time.monotonic() > start + NO_RESET_AFTER:
+                s.write(b"\x04")
+                soft_reset = True
             text = out.decode(errors="replace")
-            m = re.search(r"espblink: serving (\S+) on Wi-Fi (.+?)\r?\n", text)
+            m = APP_SERVES.search(text)
             if m:
                 for w in re.findall(r"espblink: warning: (.*)", text):
                     print(f"board warning: {w.strip()}")
                 return m.group(1), m.group(2)
-            if "Traceback" in text or "crashed" in text or "safe mode" in text:
+            failed = any(w in text for w in APP_FAILED)
+            if failed or AT_PROMPT in text:
                 time.sleep(0.5)
-                out += s.read(4096)
-                raise UserError("the app did not start on the board; its console said:\n"
-                                + out.decode(errors="replace").strip())
+                said = (out + s.read(4096)).decode(errors="replace").strip()
+                if failed:
+                    raise UserError(f"the app did not start on the board; its console said:\n{said}")
+                raise UserError("the board restarted to its REPL prompt without starting the app (is main.py "
+                                f"missing?); run `make deploy` again. Its console said:\n{said}")
         raise UserError("the board did not say it serves within %ds after reset; its console said:\n%s"
                         % (timeout, out.decode(errors="replace").strip()))
     finally:
         s.close()
+
+
+def build_for_board(mpy: str, cfg: dict) -> dict[str, bytes]:
+    """Every file the board gets, by name: the build for its .mpy version (in a folder of its own: another
+    build may be replacing build/device meanwhile), and config.json from the settings."""
+    cmd = build.compiler_for(mpy)  # no matching compiler: stops here, before anything is copied
+    with tempfile.TemporaryDirectory(prefix="espblink-deploy-") as tmp:
+        out = build.build(out=Path(tmp) / "device", cmd=cmd)
+        local = {f.name: f.read_bytes() for f in sorted(out.iterdir())}
+    local["config.json"] = settings.render(cfg)
+    return local
 
 
 def deploy(port: str | None, settings_path: Path = settings.DEFAULT) -> Plan:
@@ -141,15 +179,13 @@ def deploy(port: str | None, settings_path: Path = settings.DEFAULT) -> Plan:
     t = open_board(port)
     try:
         mpy, board_files, previous = probe(t)
-        out = build.build(cmd=build.compiler_for(mpy))
-        (out / "config.json").write_bytes(settings.render(cfg))
-        local = {f.name: f.read_bytes() for f in sorted(out.iterdir())}
+        local = build_for_board(mpy, cfg)
         p = plan(local, board_files, previous)
         print(f"deploy to {port}: {len(p.write)} to write ({p.bytes} bytes), {len(p.remove)} to remove, "
               f"{len(p.unchanged)} unchanged")
         if p.write or p.remove:
             write(t, local, p)
-        t.exit_raw_repl()
+        leave_raw_repl(t)
     except TransportExecError as e:
         raise UserError(f"the board refused a file operation: {e.error_output.strip()}") from None
     finally:
