@@ -208,3 +208,26 @@ def test_watchdog_is_fed_while_clients_stall_and_leds_blink(tmp_path):
     times = [start, *[t for t in feeds if start < t < end], end]
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert max(gaps) < 3.2, gaps
+
+
+def test_watchdog_resets_count_as_crashes(tmp_path):
+    # A hang the watchdog ended is a crash too: three such boots in a row and the app stays off.
+    from espblink import runner, runtime
+
+    fs = tmp_path / "fs"
+    runner.install(fs)
+    (fs / "config.json").write_text(json.dumps(VALID))
+    outputs = []
+    for _ in range(3):
+        port = runtime.free_port()
+        proc, link = runner.power_on(fs, lambda m: None, port, reset_cause=1, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        try:
+            if runner.wait_listening(port, proc, time.monotonic() + 20):
+                proc.terminate()
+            outputs.append(proc.communicate(timeout=10)[0])
+        finally:
+            link.close()
+    assert "serving http://" in outputs[0] and "serving http://" in outputs[1]
+    assert "crashed 3 times in a row, so it no longer starts by itself" in outputs[2]
+    assert "app.clear()" in outputs[2]

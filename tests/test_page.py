@@ -121,3 +121,13 @@ fetch("{app.url}api/leds/blue", {{method: "POST", mode: "no-cors", body: "action
         assert not [ln for ln in app.lines[n:] if ln.startswith("GPIO2")]
     finally:
         httpd.shutdown()
+
+
+def test_phone_page_shows_a_settings_warning(phone_page, tmp_path):
+    with run_app(tmp_path, '{"ap_key": "short"') as app:
+        phone_page.goto(app.url)
+        warn = phone_page.locator("#warn")
+        warn.wait_for(state="visible", timeout=10000)
+        assert "config.json is corrupt" in warn.inner_text() and "make deploy" in warn.inner_text()
+        assert phone_page.locator("button[role=switch]").count() == 2  # the default LEDs still switch
+        phone_page.screenshot(path=str(SHOTS / "phone-warning.png"))

@@ -50,12 +50,14 @@ def install(fs: Path, config: Path | None = None) -> None:
 
 
 def power_on(fs: Path, on_message: Callable[[dict[str, Any]], None], http_port: int, dns_port: int = 0,
-             heap: int = runtime.DEFAULT_HEAP, pins: dict[int, int] | None = None,
+             heap: int = runtime.DEFAULT_HEAP, pins: dict[int, int] | None = None, reset_cause: int = 0,
              **popen: Any) -> tuple[subprocess.Popen, runtime.HwLink]:
-    """Start MicroPython on fs as the board would (boot.py, then main.py); the shims' messages (pins, Wi-Fi)
-    go to on_message. The caller stops the process and closes the link."""
+    """Start MicroPython on fs as the board would (boot.py, then main.py); pins are input levels held from
+    power-on, reset_cause what machine.reset_cause() answers (1: the watchdog). The shims' messages (pins,
+    Wi-Fi) go to on_message. The caller stops the process and closes the link."""
     link = runtime.HwLink(on_message)
-    hw = {"hw": link.port, "mac": runtime.MAC, "pins": {str(k): v for k, v in (pins or {}).items()}}
+    hw = {"hw": link.port, "mac": runtime.MAC, "pins": {str(k): v for k, v in (pins or {}).items()},
+          "reset_cause": reset_cause}
     proc = runtime.spawn([str(build.compile_shims() / "launch.py")], fs, heap, hw, {80: http_port, 53: dns_port},
                          **popen)
     return proc, link
