@@ -66,7 +66,7 @@ class DNS:
             buf[k] = 0
         if q[i + 1] or q[i + 2] != 1 or q[i + 3] or q[i + 4] != 1:  # not A in class IN: no records
             return end
-        buf[7] = 1; self.keep = getattr(self, "keep", []) + [bytes(4)]
+        buf[7] = 1
         buf[end:end + 12] = ANSWER
         buf[end + 12:end + 16] = self.ip
         return end + 16

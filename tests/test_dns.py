@@ -8,6 +8,7 @@ import struct
 import subprocess
 from collections.abc import Iterator
 
+import dns.exception
 import dns.flags
 import dns.message
 import dns.opcode
@@ -61,13 +62,24 @@ class Responder:
         self.client.settimeout(3)
         self.next_id = 1
 
+    def alive(self) -> None:
+        if self.proc.poll() is not None:
+            assert self.proc.stdout
+            pytest.fail(f"the responder died (exit {self.proc.returncode}):\n{self.proc.stdout.read()}")
+
     def ask(self, name: str, rdtype: str = "A", **kw: object) -> dns.message.Message:
+        self.alive()
         q = dns.message.make_query(name, rdtype, **kw)
-        return dns.query.udp(q, "127.0.0.1", port=self.port, timeout=3)
+        try:
+            return dns.query.udp(q, "127.0.0.1", port=self.port, timeout=3)
+        except dns.exception.Timeout:
+            self.alive()
+            raise
 
     def heap(self) -> tuple[int, int]:
         """Free heap after a collection, and how many queries were answered."""
         assert self.proc.stdin and self.proc.stdout
+        self.alive()
         self.proc.stdin.write("heap\n")
         self.proc.stdin.flush()
         ready, _, _ = select.select([self.proc.stdout], [], [], 5)
@@ -79,6 +91,7 @@ class Responder:
     def replies_to(self, packet: bytes) -> list[bytes]:
         """Send packet, then a real query; return every datagram that came back before the real
         query's answer (the responder serves in order, so those answer the packet)."""
+        self.alive()
         self.next_id = self.next_id % 60000 + 1
         sentinel = dns.message.make_query("sentinel.example", "A", id=self.next_id)
         self.client.sendto(packet, ("127.0.0.1", self.port))
@@ -88,6 +101,7 @@ class Responder:
             try:
                 data = self.client.recv(4096)
             except TimeoutError:
+                self.alive()
                 raise AssertionError(f"the responder stopped answering after {packet[:40]!r}") from None
             if data[:2] == struct.pack(">H", self.next_id):
                 reply = dns.message.from_wire(data)
