@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import shutil
 import threading
 from pathlib import Path
 
 import pytest
+from host_support import serving
 
 from espblink import build, firmware, image, paths, ports, qr, settings, sync
 from espblink.errors import UserError
@@ -68,18 +68,8 @@ def fw_root(tmp_path):
 def server(tmp_path):
     served = tmp_path / "www"
     served.mkdir()
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, directory=str(served), **kw)
-
-        def log_message(self, *a):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield served, f"http://127.0.0.1:{httpd.server_address[1]}/"
-    httpd.shutdown()
+    with serving(served) as url:
+        yield served, url
 
 
 def test_variant_follows_the_flash_size(fw_root):
@@ -152,6 +142,20 @@ def test_build_compiles_modules_keeps_boot_and_main_as_source(tmp_path):
     assert not {n for n in names if n.endswith(".py")} - {"boot.py", "main.py"}
     assert (out / "app.mpy").read_bytes()[:2] == b"M\x06"  # .mpy version 6
     assert (paths.DEVICE / "app.py").exists()  # sources untouched
+
+
+def test_build_output_is_replaced_whole_even_by_builds_at_the_same_time(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "gone.mpy").write_bytes(b"from a module since deleted")
+    expected = {f.name for f in build.build(out=tmp_path / "reference").iterdir()}
+    threads = [threading.Thread(target=build.build, kwargs={"out": out}) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert {f.name for f in out.iterdir()} == expected
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["out", "reference"]  # no half-built folders left
 
 
 def test_mpy_version_follows_the_board():

@@ -34,10 +34,11 @@ def connect(port: str):  # noqa: ANN201
         esp._port.close()
 
 
-def flash(port: str, firmware_path: str | None = None) -> None:
-    """Erase the chip and write MicroPython, verified, then start it."""
+def flash(port: str | None, firmware_path: str | None = None, fw: firmware.Firmware | None = None) -> None:
+    """Erase the chip and write MicroPython, verified, then start it: the file firmware_path, else the build
+    of fw's release (default: firmware/manifest.json) for the flash size the chip reports."""
     port = ports.detect(port)
-    fw = firmware.Firmware()
+    fw = fw or firmware.Firmware()
     with connect(port) as esp:
         attach_flash(esp)
         size = detect_flash_size(esp) or "4MB"

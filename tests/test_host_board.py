@@ -1,0 +1,88 @@
+"""The host tools on a virtual NodeMCU: `flash` with the pinned release downloaded, `status`, deploy through
+a terminal that has no reset line, and a board whose main.py is gone."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+from host_support import serving
+
+from espblink import firmware, flash, image, paths
+from sim_support import mpremote, running_sim
+
+
+def espblink(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "espblink", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def led_names(board) -> list[str]:  # noqa: ANN001
+    with urllib.request.urlopen(board.http + "api/leds", timeout=5) as r:
+        return [d["name"] for d in json.loads(r.read())["leds"]]
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("host-board")
+    with running_sim(tmp / "board") as sim:
+        sim.settings = tmp / "settings.toml"
+        sim.tmp = tmp
+        yield sim
+
+
+def test_flash_downloads_the_build_for_the_chips_flash_size(board, capsys):
+    www = board.tmp / "www"
+    www.mkdir()
+    root = board.tmp / "firmware"
+    root.mkdir()
+    (root / "manifest.json").write_bytes((paths.FIRMWARE / "manifest.json").read_bytes())
+    made = image.make()
+    fw = firmware.Firmware(root)
+    (www / fw.variant("4MB").file).write_bytes(made)  # the virtual board's chip is 4 MB
+    (www / fw.variant("1MB").file).write_bytes(image.make(seed=1))
+    with serving(www) as url:
+        flash.flash(board.serial, fw=firmware.Firmware(root, base_url=url))
+    out = capsys.readouterr()
+    assert "flash chip: 4MB" in out.out and "ESP8266_GENERIC-20251209-v1.27.0.bin" in out.out
+    assert "downloading" in out.err
+    assert (board.state_dir / "flash.bin").read_bytes()[: len(made)] == made
+    assert json.loads((root / "lock.json").read_text()) == {fw.variant("4MB").file: hashlib.sha256(made).hexdigest()}
+
+
+def test_deploy_then_status_reports_firmware_files_and_the_app(board):
+    r = espblink("deploy", "--port", board.serial, "--settings", str(board.settings))
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = espblink("status", "--port", board.serial)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "firmware: MicroPython 1." in r.stdout and ".mpy 6.3" in r.stdout
+    assert "free heap:" in r.stdout
+    files = next(line for line in r.stdout.splitlines() if line.startswith("files:")).split()
+    assert {"boot.py", "main.py", "app.mpy", "config.json", "page.html.gz"} <= set(files)
+    assert "app: serving http://192.168.4.1/" in r.stdout
+    assert led_names(board) == ["blue", "red"]
+
+
+def test_deploy_through_a_terminal_without_reset_lines(board, tmp_path):
+    # A bare pty carries no RTS: the board is restarted with a soft reset from its REPL instead.
+    new = tmp_path / "settings.toml"
+    new.write_text(board.settings.read_text().replace('name = "red"', 'name = "green"'))
+    r = espblink("deploy", "--port", board.pty, "--settings", str(new))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 to write" in r.stdout and "the app is running" in r.stdout
+    assert led_names(board) == ["blue", "green"]
+
+
+def test_a_board_without_main_py_is_reported_and_deploy_mends_it(board):
+    r = mpremote(board, "fs", "rm", ":main.py")
+    assert r.returncode == 0, r.stderr
+    r = espblink("status", "--port", board.serial)
+    assert r.returncode == 2
+    assert "without starting the app (is main.py missing?)" in r.stderr and "make deploy" in r.stderr
+    r = espblink("deploy", "--port", board.serial, "--settings", str(board.settings))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "[2/2] main.py" in r.stdout  # config.json back to the settings file, then main.py
+    assert led_names(board) == ["blue", "red"]
