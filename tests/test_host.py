@@ -170,13 +170,14 @@ def test_mpy_version_follows_the_board():
 def test_plan_writes_only_changes_and_runs_boot_and_main_last():
     local = {"app.mpy": b"new", "boot.py": b"b", "main.py": b"m", "config.json": b"{}", "leds.mpy": b"same"}
     board = {"leds.mpy": hashlib.sha256(b"same").hexdigest(), "app.py": "x", "old.mpy": "x", "notes.txt": "x",
-             "app.mpy.tmp": "x", "crashes.txt": "x"}
+             "app.mpy.tmp": "x", "leds.mpy.tmp": "x", "crashes.txt": "x"}
     p = sync.plan(local, board, previous=["old.mpy", "leds.mpy"])
     assert p.write[-2:] == ["boot.py", "main.py"]
     assert set(p.write) == {"app.mpy", "boot.py", "main.py", "config.json"}
     assert p.unchanged == ["leds.mpy"]
-    # app.py would shadow app.mpy; old.mpy was deployed before; notes.txt is the user's own.
-    assert sorted(p.remove) == ["app.mpy.tmp", "app.py", "crashes.txt", "old.mpy"]
+    # app.py would shadow app.mpy; old.mpy was deployed before; notes.txt is the user's own; a killed
+    # deploy's leds.mpy.tmp is stale, its app.mpy.tmp is rewritten and renamed to app.mpy (not removed after).
+    assert sorted(p.remove) == ["app.py", "crashes.txt", "leds.mpy.tmp", "old.mpy"]
 
 
 # -- ports and QR ----------------------------------------------------------------------------------------

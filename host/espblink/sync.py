@@ -62,7 +62,9 @@ def plan(local: dict[str, bytes], board: dict[str, str], previous: list[str]) ->
             p.bytes += len(local[name])
     for name in board:
         shadowing = name.endswith(".py") and name[:-3] + ".mpy" in local  # foo.py is imported before foo.mpy
-        if name not in local and (name in previous or shadowing or name.endswith(".tmp") or name in RESET_ON_DEPLOY):
+        # A killed deploy's foo.tmp: rewritten and renamed by this one if foo is written, else stale.
+        stale = name.endswith(".tmp") and name[:-4] not in p.write
+        if name not in local and (name in previous or shadowing or stale or name in RESET_ON_DEPLOY):
             p.remove.append(name)
     return p
 
