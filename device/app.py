@@ -28,8 +28,7 @@ def page(req):
         try:
             f = open(PAGE, "rb")
         except OSError:
-            raise server.HttpError(b"500 Internal Server Error", b"page.html.gz is missing on the board: run "
-                                   b"`make deploy`; meanwhile the plain page is at /leds")
+            raise server.HttpError(b"500 Internal Server Error", b"page.html.gz missing: run make deploy; page: /leds")
         server.send_file(req.sock, f, server.HTML, b"Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n")
     else:
         server.send(req.sock, b"303 See Other", b"", server.TEXT, b"Location: /leds\r\nVary: Accept-Encoding\r\n")
@@ -37,30 +36,22 @@ def page(req):
 
 def page_nojs(req):
     # The page for browsers without JavaScript: one form per LED, each POST answered 303 back to /.
-    # Written twice, once to count its bytes for Content-Length, then to the socket: no page in memory.
-    server.start(req.sock, b"200 OK", server.HTML, _nojs(None))
-    _nojs(req.sock.write)
-
-
-def _nojs(w):
-    n = 0
-    for part in _nojs_parts():
-        n += len(part)
-        if w:
-            w(part)
-    return n
-
-
-def _nojs_parts():
-    yield (b"<!doctype html><meta name=viewport content='width=device-width'><title>espblink</title>"
-           b"<style>button{font-size:1.3em;min-height:48px;width:100%;margin:6px 0}</style>")
+    # Sent in pieces of a few hundred bytes, never as one block of heap.
+    parts = [b"<!doctype html><meta name=viewport content='width=device-width'><title>espblink</title>"
+             b"<style>button{font-size:1.3em;min-height:48px;width:100%;margin:6px 0}</style>"]
     if warning:
-        yield b"<p><b>Warning:</b> %s</p>" % warning.replace("<", "&lt;").encode()
+        parts.append(b"<p><b>Warning:</b> %s</p>" % warning.replace("<", "&lt;").encode())
     for led in lights:
         on = led.is_on()
-        yield (b"<form method=post action='/api/leds/%s'><input type=hidden name=t value=%s>"
-               b"<button name=action value=toggle aria-pressed=%s>%s: %s</button></form>" % (
-                   led.name, token, b"true" if on else b"false", led.name, b"on" if on else b"off"))
+        parts.append(b"<form method=post action='/api/leds/%s'><input type=hidden name=t value=%s><button "
+                     b"name=action value=toggle aria-pressed=%s>%s: %s</button></form>" % (
+                         led.name, token, b"true" if on else b"false", led.name, b"on" if on else b"off"))
+    n = 0
+    for part in parts:
+        n += len(part)
+    server.start(req.sock, b"200 OK", server.HTML, n)
+    for part in parts:
+        req.sock.write(part)
 
 
 def get_leds(req):
@@ -82,7 +73,7 @@ def _int(v, what):
     try:
         return int(v)
     except (TypeError, ValueError):
-        raise server.HttpError(b"400 Bad Request", b"%s must be a whole number" % what)
+        raise server.HttpError(server.BAD, b"%s must be a whole number" % what)
 
 
 def same_site(req, form=None):
@@ -95,14 +86,14 @@ def same_site(req, form=None):
     name = host.split(b":")[0]
     if host and not (name.replace(b".", b"").isdigit() or name in (cfg["hostname"].encode(), cfg["hostname"].encode()
                                                           + b".local")):
-        raise server.HttpError(b"403 Forbidden", b"unknown Host: use the board's address")
+        raise server.HttpError(server.FORBIDDEN, b"unknown Host: use the board's address")
     origin = req.headers.get(b"origin")
     if origin is not None and origin.split(b"//")[-1] != host:
-        raise server.HttpError(b"403 Forbidden", b"cross-site request refused")
+        raise server.HttpError(server.FORBIDDEN, b"cross-site request refused")
     if form is None:
         return
     if req.headers.get(b"x-espblink") != b"1" and form.get(b"t") != token:
-        raise server.HttpError(b"403 Forbidden", b"cross-site request refused")
+        raise server.HttpError(server.FORBIDDEN, b"cross-site request refused")
 
 
 def post_led(req):
@@ -119,16 +110,16 @@ def post_led(req):
     elif ctype.startswith(b"application/json"):
         # One flat object is all it takes; deep nesting would only make json build lists on the heap.
         if req.body.count(b"[") + req.body.count(b"{") > 4:
-            raise server.HttpError(b"400 Bad Request", b"body must be one flat JSON object")
+            raise server.HttpError(server.BAD, b"body must be one flat JSON object")
         try:
             d = json.loads(req.body)
         except ValueError:
-            raise server.HttpError(b"400 Bad Request", b"body is not JSON")
+            raise server.HttpError(server.BAD, b"body is not JSON")
         if not isinstance(d, dict):
-            raise server.HttpError(b"400 Bad Request", b"body must be a JSON object")
+            raise server.HttpError(server.BAD, b"body must be a JSON object")
         blink = d.get("blink_ms")
         if blink is not None and type(blink) is not int:
-            raise server.HttpError(b"400 Bad Request", b"blink_ms must be a whole number")
+            raise server.HttpError(server.BAD, b"blink_ms must be a whole number")
         if d.get("toggle") is True:
             action = b"toggle"
         elif d.get("on") is True or d.get("on") is False:
@@ -136,9 +127,9 @@ def post_led(req):
         elif blink is not None:
             action = b"blink"
         else:
-            raise server.HttpError(b"400 Bad Request", b'send {"on": true|false}, {"toggle": true} or {"blink_ms": N}')
+            raise server.HttpError(server.BAD, b'send {"on": true|false}, {"toggle": true} or {"blink_ms": N}')
     else:
-        raise server.HttpError(b"400 Bad Request", b"send JSON (application/json) or a form")
+        raise server.HttpError(server.BAD, b"send JSON (application/json) or a form")
     if action == b"on":
         led.set(True)
     elif action == b"off":
@@ -152,9 +143,9 @@ def post_led(req):
         elif 100 <= ms <= 60000:
             led.blink(ms)
         else:
-            raise server.HttpError(b"400 Bad Request", b"blink_ms must be 0 (stop) or 100 to 60000")
+            raise server.HttpError(server.BAD, b"blink_ms must be 0 (stop) or 100 to 60000")
     else:
-        raise server.HttpError(b"400 Bad Request", b"action must be on, off, toggle or blink")
+        raise server.HttpError(server.BAD, b"action must be on, off, toggle or blink")
     if form:
         server.send(req.sock, b"303 See Other", b"", server.TEXT, b"Location: /\r\n")
     else:

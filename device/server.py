@@ -12,7 +12,9 @@ WRITE_S = 1  # the most one write may wait for a slow reader; the watchdog bites
 JSON = b"application/json"
 TEXT = b"text/plain; charset=utf-8"
 HTML = b"text/html; charset=utf-8"
-KEEP = (b"host", b"content-type", b"content-length", b"accept-encoding", b"origin", b"referer", b"cookie",
+BAD = b"400 Bad Request"
+FORBIDDEN = b"403 Forbidden"
+KEEP = (b"host", b"content-type", b"content-length", b"accept-encoding", b"origin",
         b"x-espblink", b"transfer-encoding")
 
 _chunk = bytearray(512)
@@ -49,10 +51,10 @@ def parse(sock, buf, end):
         nl = end
     parts = bytes(buf[:nl]).split(b" ")
     if len(parts) != 3 or parts[2] not in (b"HTTP/1.0", b"HTTP/1.1"):
-        raise HttpError(b"400 Bad Request", b"malformed request line")
+        raise HttpError(BAD, b"malformed request line")
     path, _, query = parts[1].partition(b"?")
     if path[:1] != b"/" or b"/." in path or b"\\" in path or not _visible(path):
-        raise HttpError(b"400 Bad Request", b"the target must be a plain path")
+        raise HttpError(BAD, b"the target must be a plain path")
     headers = {}
     pos = nl + 2
     while pos < end:
@@ -61,13 +63,13 @@ def parse(sock, buf, end):
             nl = end
         colon = buf.find(b":", pos, nl)
         if colon <= pos or buf[colon - 1] in b" \t" or buf[pos] in b" \t":
-            raise HttpError(b"400 Bad Request", b"malformed header line")
+            raise HttpError(BAD, b"malformed header line")
         if colon - pos <= 17:  # no header we keep has a longer name
             k = bytes(buf[pos:colon]).lower()
             if k in KEEP:
                 v = bytes(buf[colon + 1:nl]).strip()
                 if headers.get(k, v) != v:
-                    raise HttpError(b"400 Bad Request", b"conflicting repeated header")
+                    raise HttpError(BAD, b"conflicting repeated header")
                 headers[k] = v
         pos = nl + 2
     return Request(sock, parts[0], path, query, headers)
@@ -78,15 +80,29 @@ def body_length(req):
         raise HttpError(b"411 Length Required", b"chunked bodies are not accepted; send Content-Length")
     n = req.headers.get(b"content-length", b"0")
     if not n.isdigit() or len(n) > 6:
-        raise HttpError(b"400 Bad Request", b"bad Content-Length")
+        raise HttpError(BAD, b"bad Content-Length")
     if int(n) > BODY_MAX:
         raise HttpError(b"413 Content Too Large", b"body over 256 bytes")
     return int(n)
 
 
 def start(sock, status, ctype, length, extra=b""):
-    sock.write(b"HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n"
-               b"Cache-Control: no-store\r\n%s\r\n" % (status, ctype, length, extra))
+    # The head is put together in the shared buffer: it needs no free block, however broken up the heap.
+    n = _put(0, b"HTTP/1.1 ")
+    n = _put(n, status)
+    n = _put(n, b"\r\nContent-Type: ")
+    n = _put(n, ctype)
+    n = _put(n, b"\r\nContent-Length: ")
+    n = _put(n, b"%d" % length)
+    n = _put(n, b"\r\nConnection: close\r\nCache-Control: no-store\r\n")
+    n = _put(n, extra)
+    n = _put(n, b"\r\n")
+    sock.write(memoryview(_chunk)[:n])
+
+
+def _put(n, part):
+    _chunk[n:n + len(part)] = part
+    return n + len(part)
 
 
 def send(sock, status, body=b"", ctype=TEXT, extra=b""):
@@ -114,7 +130,8 @@ class Server:
     def __init__(self, routes, buffers, port=80):
         # routes: (method, path, handler); a path ending in "*" matches that prefix plus at least one byte.
         # buffers: one bytearray per client (its size caps request line plus headers), allocated by the
-        # caller while the heap is still in one piece.
+        # caller while the heap is still in one piece. A client's state is a list kept with its buffer
+        # and reused, so a connection allocates little more than its socket.
         self.routes = routes
         self.poll = select.poll()
         self.listener = socket.socket()
@@ -123,7 +140,7 @@ class Server:
         self.listener.listen(len(buffers))
         self.listener.setblocking(False)
         self.poll.register(self.listener, select.POLLIN)
-        self.free = buffers
+        self.free = [[b, 0, 0, 0, None] for b in buffers]
         self.clients = {}  # socket -> [buffer, bytes in it, deadline, body length, Request or None]
         self.others = {}  # socket -> handler, for other sockets served from this loop (DNS)
         self.served = 0
@@ -166,11 +183,15 @@ class Server:
                     old = c
             self.close(old)
         s.setblocking(False)
-        self.clients[s] = [self.free.pop(), 0, time.ticks_add(time.ticks_ms(), REQUEST_MS), 0, None]
+        c = self.clients[s] = self.free.pop()
+        c[1] = c[3] = 0
+        c[2] = time.ticks_add(time.ticks_ms(), REQUEST_MS)
         self.poll.register(s, select.POLLIN)
 
     def close(self, s):
-        self.free.append(self.clients.pop(s)[0])
+        c = self.clients.pop(s)
+        c[4] = None
+        self.free.append(c)
         self.poll.unregister(s)
         s.close()
 

@@ -71,7 +71,7 @@ class App:
 
     def get_json(self, path: str) -> Any:
         status, _, body = self.request("GET", path)
-        assert status == 200, (status, body)
+        assert status == 200, (status, body, self.lines[-5:])
         return json.loads(body)
 
     def post_json(self, path: str, data: Any) -> tuple[int, bytes]:

@@ -231,3 +231,30 @@ def test_watchdog_resets_count_as_crashes(tmp_path):
     assert "serving http://" in outputs[0] and "serving http://" in outputs[1]
     assert "crashed 3 times in a row, so it no longer starts by itself" in outputs[2]
     assert "app.clear()" in outputs[2]
+
+
+def test_half_sent_requests_held_open_cost_no_answers_in_40000_bytes(tmp_path):
+    # More clients than slots stop mid-request (the most a connection keeps on the heap: a parsed
+    # head waiting for its body, a buffer nearly full): every other request still gets its answer.
+    held = [b"", b"GET /api/leds HTTP/1.1\r\nHost: 192.168.4.1\r\n",
+            b"POST /api/leds/blue HTTP/1.1\r\nHost: 192.168.4.1\r\nX-Espblink: 1\r\nContent-Type: application/json"
+            b"\r\nContent-Length: 16\r\n\r\n{\"tog",
+            b"GET /api/leds HTTP/1.1\r\nX-Big: " + b"a" * 900, b"GET /\r\n", b"GET /api/leds HTTP/1.1"]
+    with run_app(tmp_path, VALID, heap=40000) as app:
+        base = app.get_json("/api/status")["heap_free"]
+        for _round in range(3):
+            socks = [socket.create_connection(("127.0.0.1", app.port)) for _ in held]
+            try:
+                for s, data in zip(socks, held, strict=True):
+                    s.sendall(data)
+                    time.sleep(0.05)  # one at a time: the oldest give way to the newest
+                for _ in range(10):
+                    assert app.get_json("/api/status")["wifi"]["mode"] == "ap"
+                    assert app.post_json("/api/leds/red", {"toggle": True})[0] == 200
+                    assert app.request("GET", "/", headers={"Accept-Encoding": "gzip"})[0] == 200
+            finally:
+                for s in socks:
+                    s.close()
+        assert "handler error" not in app.output(), app.output()
+        time.sleep(0.2)
+        assert abs(app.get_json("/api/status")["heap_free"] - base) <= 256
