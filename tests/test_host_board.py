@@ -72,8 +72,16 @@ def test_deploy_through_a_terminal_without_reset_lines(board, tmp_path):
     new.write_text(board.settings.read_text().replace('name = "red"', 'name = "green"'))
     r = espblink("deploy", "--port", board.pty, "--settings", str(new))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "1 to write" in r.stdout and "the app is running" in r.stdout
+    assert "] config.json" in r.stdout and "the app is running" in r.stdout
     assert led_names(board) == ["blue", "green"]
+
+
+def test_reset_restarts_a_running_app_through_either_port(board):
+    for port in (board.serial, board.pty):  # RTS reset; Ctrl-C then a soft reset
+        r = espblink("reset", "--port", port)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "app: serving http://192.168.4.1/" in r.stdout
+        assert led_names(board) == ["blue", "green"]
 
 
 def test_a_board_without_main_py_is_reported_and_deploy_mends_it(board):
@@ -84,5 +92,6 @@ def test_a_board_without_main_py_is_reported_and_deploy_mends_it(board):
     assert "without starting the app (is main.py missing?)" in r.stderr and "make deploy" in r.stderr
     r = espblink("deploy", "--port", board.serial, "--settings", str(board.settings))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "[2/2] main.py" in r.stdout  # config.json back to the settings file, then main.py
+    written = [line.split()[1] for line in r.stdout.splitlines() if line.startswith("  [")]
+    assert written[-1] == "main.py" and "config.json" in written  # settings back to the file's
     assert led_names(board) == ["blue", "red"]

@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
-
-import serial
 
 from espblink import ports, sync
 
@@ -35,18 +32,11 @@ def repl(port: str | None) -> None:
 
 
 def reset(port: str | None) -> None:
-    """A hard reset through the RTS line, as esptool does; the app starts again."""
+    """Restart the board (RTS, as esptool does; a soft reset where RTS resets nothing) and wait for the app."""
     port = ports.detect(port)
     ports.check_free(port)
-    s = serial.serial_for_url(port)
-    try:
-        s.dtr = False
-        s.rts = True
-        time.sleep(0.1)
-        s.rts = False
-    finally:
-        s.close()
-    print(f"reset {port}")
+    url, ssid = sync.restart_and_watch(port)
+    print(f"reset {port}; app: serving {url} on Wi-Fi {ssid!r}")
 
 
 def status(port: str | None) -> None:
@@ -63,7 +53,7 @@ def status(port: str | None) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     for name, fn, text in (("repl", repl, "the board's REPL (mpremote); Ctrl-] leaves"),
-                           ("reset", reset, "hard-reset the board (RTS), the app starts again"),
+                           ("reset", reset, "restart the board and wait until the app serves"),
                            ("status", status, "firmware, heap, files, then restart and check the app serves")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--port", help="serial port or URL (default: the one NodeMCU found)")

@@ -142,7 +142,11 @@ def restart_and_watch(port: str, timeout: float = 30) -> tuple[str, str]:
         while time.monotonic() < start + timeout:
             out += s.read(4096)
             if not out and not soft_reset and time.monotonic() > start + NO_RESET_AFTER:
-                s.write(b"\x04")
+                s.write(b"\r\x03")  # stop the app if it runs, to reach the friendly REPL...
+                time.sleep(1)
+                s.read(s.in_waiting or 1)  # ...whose banner is not the restarted board's
+                s.reset_input_buffer()
+                s.write(b"\x04")  # ...where Ctrl-D soft-resets: boot.py, then main.py
                 soft_reset = True
             text = out.decode(errors="replace")
             m = APP_SERVES.search(text)
