@@ -173,7 +173,7 @@ class Server:
     def accept(self):
         try:
             s, _ = self.listener.accept()
-        except OSError:
+        except (OSError, MemoryError):  # no socket now; the client retries, the loop goes on
             return
         if not self.free:
             # Full: the oldest connection gives way (most likely a speculative one that sent nothing).
