@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from host_support import serving
 
-from espblink import build, firmware, image, paths, ports, qr, settings, sync
+from espblink import build, cli, firmware, image, paths, ports, qr, settings, sync
 from espblink.errors import UserError
 
 
@@ -156,6 +156,14 @@ def test_build_output_is_replaced_whole_even_by_builds_at_the_same_time(tmp_path
         t.join()
     assert {f.name for f in out.iterdir()} == expected
     assert sorted(f.name for f in tmp_path.iterdir()) == ["out", "reference"]  # no half-built folders left
+
+
+def test_build_without_a_board_emits_the_pinned_firmwares_mpy(capsys):
+    pinned = json.loads((paths.FIRMWARE / "manifest.json").read_text())["mpy"]
+    assert cli.main(["build"]) == 0
+    assert f".mpy version {pinned}:" in capsys.readouterr().out
+    assert cli.main(["build", "--mpy", "4.9"]) == 2
+    assert "loads .mpy version 4.9" in capsys.readouterr().err
 
 
 def test_mpy_version_follows_the_board():

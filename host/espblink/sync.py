@@ -24,6 +24,8 @@ from espblink.errors import UserError
 MANIFEST = ".deployed"  # on the board: the files the last deploy wrote
 LAST = ("boot.py", "main.py")  # the files the board runs by name: written last
 RESET_ON_DEPLOY = ("crashes.txt",)  # the boot-loop guard's count starts again with new code
+# The board's .mpy version: "6.3" from 1.20 on; before that bits 8-9 of _mpy were feature flags, not a
+# sub-version, and the version is the major number alone ("6" for 1.19, "5" for 1.12 to 1.18).
 PROBE = """\
 import os, sys, hashlib, binascii
 def _h(n):
@@ -37,7 +39,7 @@ def _h(n):
             d.update(memoryview(b)[:k])
     return binascii.hexlify(d.digest()).decode()
 _v = sys.implementation._mpy
-print('%d.%d' % (_v & 0xff, _v >> 8 & 3))
+print('%d.%d' % (_v & 0xff, _v >> 8 & 3) if sys.implementation.version >= (1, 20) else _v & 0xff)
 for _n in os.listdir():
     if os.stat(_n)[0] & 0x8000:
         print(_n, _h(_n))
