@@ -40,10 +40,22 @@ def names(body: list[ast.stmt]) -> dict[str, ast.stmt]:
     return out
 
 
+def members(stub: ast.Module, cls: ast.ClassDef) -> dict[str, ast.stmt]:
+    """A stub class's names, with those of its bases defined in the same stub (Signal(Pin))."""
+    out = names(cls.body)
+    for base in cls.bases:
+        found = names(stub.body).get(base.id) if isinstance(base, ast.Name) else None
+        if isinstance(found, ast.ClassDef) and found is not cls:
+            out = {**members(stub, found), **out}
+    return out
+
+
 def missing_names(source: str, filename: str) -> list[str]:
-    """file:line of every module attribute the ESP8266 stubs do not have."""
+    """file:line of every name used on an ESP8266 module, one of its classes, or an object made from one of
+    its classes (x = network.WLAN(...); x.config(...); self.signal = Signal(...)) that the stubs lack."""
     tree = ast.parse(source)
-    modules: dict[str, str] = {}
+    modules: dict[str, str] = {}  # local name -> module
+    classes: dict[str, tuple[str, ast.ClassDef]] = {}  # local name from `from m import C` -> (m, C)
     problems = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -53,26 +65,61 @@ def missing_names(source: str, filename: str) -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.module not in DEVICE_MODULES:
             stub = stub_tree(node.module)
             for a in node.names:
-                if stub is None or a.name not in names(stub.body):
+                found = names(stub.body).get(a.name) if stub else None
+                if found is None:
                     problems.append(f"{filename}:{node.lineno}: {node.module}.{a.name}")
+                elif isinstance(found, ast.ClassDef):
+                    classes[a.asname or a.name] = (node.module, found)
     for mod in set(modules.values()):
         if stub_tree(mod) is None:
             problems.append(f"{filename}: module {mod} has no ESP8266 stub")
+
+    def key(expr: ast.expr) -> str | None:
+        if isinstance(expr, ast.Name):
+            return expr.id
+        if isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name) and expr.value.id == "self":
+            return "self." + expr.attr
+        return None
+
+    def class_of(expr: ast.expr) -> tuple[str, ast.ClassDef] | None:
+        """The stub class an expression names: C (from-imported) or module.C."""
+        if isinstance(expr, ast.Name) and expr.id in classes:
+            return classes[expr.id]
+        if isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name) and expr.value.id in modules:
+            mod = modules[expr.value.id]
+            stub = stub_tree(mod)
+            found = names(stub.body).get(expr.attr) if stub else None
+            if isinstance(found, ast.ClassDef):
+                return mod, found
+        return None
+
+    instances: dict[str, tuple[str, ast.ClassDef]] = {}  # x = network.WLAN(...) -> (network, WLAN)
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules:
-            stub = stub_tree(modules[node.value.id])
-            if stub is None:
-                continue
-            top = names(stub.body)
-            if node.attr not in top:
-                problems.append(f"{filename}:{node.lineno}: {modules[node.value.id]}.{node.attr}")
-        elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
-              and isinstance(node.value.value, ast.Name) and node.value.value.id in modules):
-            stub = stub_tree(modules[node.value.value.id])
-            cls = names(stub.body).get(node.value.attr) if stub else None
-            if isinstance(cls, ast.ClassDef) and node.attr not in names(cls.body):
-                problems.append(f"{filename}:{node.lineno}: {modules[node.value.value.id]}.{node.value.attr}."
-                                f"{node.attr}")
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            made = class_of(node.value.func)
+            if made:
+                for t in node.targets:
+                    if key(t):
+                        instances[key(t)] = made
+
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute):
+            continue
+        v = node.value
+        if isinstance(v, ast.Name) and v.id in modules:
+            stub = stub_tree(modules[v.id])
+            if stub is not None and node.attr not in names(stub.body):
+                problems.append(f"{filename}:{node.lineno}: {modules[v.id]}.{node.attr}")
+            continue
+        owner = class_of(v)  # machine.Pin.OUT, Pin.OUT
+        if owner is None and isinstance(v, ast.Call):
+            owner = class_of(v.func)  # network.WLAN(...).config
+        if owner is None and key(v) in instances:
+            owner = instances[key(v)]  # ap.config, self.signal.value
+        if owner is not None:
+            mod, cls = owner
+            if node.attr not in members(stub_tree(mod), cls):
+                problems.append(f"{filename}:{node.lineno}: {mod}.{cls.name}.{node.attr}")
     return problems
 
 
@@ -86,6 +133,10 @@ def test_device_code_uses_only_esp8266_names():
 def test_the_check_catches_names_the_port_lacks():
     old_tutorial = "\n".join([
         "import machine", "import time", "import os", "pin = machine.Pin(2, machine.Pin.OUT)", "pin.high()",
-        "time.sleep_ms(1)", "machine.Pin.HIGH_LEVEL", "esp.wifi_connect()", "from network import WiFi", "import esp"])
-    assert missing_names(old_tutorial, "t.py") == ["t.py:9: network.WiFi", "t.py:7: machine.Pin.HIGH_LEVEL",
-                                                   "t.py:8: esp.wifi_connect"]
+        "time.sleep_ms(1)", "machine.Pin.HIGH_LEVEL", "esp.wifi_connect()", "from network import WiFi", "import esp",
+        "from machine import Signal", "class L:", "    def __init__(self):", "        self.s = Signal(pin)",
+        "    def on(self):", "        self.s.high()", "        self.s.on()", "import network",
+        "network.WLAN(network.AP_IF).config(essid='x')", "network.WLAN(network.AP_IF).ifconfig_dhcp()"])
+    assert sorted(missing_names(old_tutorial, "t.py")) == [
+        "t.py:16: machine.Signal.high", "t.py:20: network.WLAN.ifconfig_dhcp", "t.py:5: machine.Pin.high",
+        "t.py:7: machine.Pin.HIGH_LEVEL", "t.py:8: esp.wifi_connect", "t.py:9: network.WiFi"]
