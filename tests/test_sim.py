@@ -1,61 +1,113 @@
-"""The virtual NodeMCU, driven by stock esptool and mpremote as subprocesses (nothing of theirs mocked)."""
+"""The virtual NodeMCU, driven by stock esptool and mpremote as subprocesses (nothing of theirs mocked).
+
+One board for the module, in order: erased, ROM and stub commands, a broken image, a realistic image,
+MicroPython with its filesystem in flash, resets, Wi-Fi, and erase-flash last. Every esptool run costs
+seconds (pyserial's RFC 2217 client renegotiates the port on each of esptool's timeout changes), so the
+flash tests use small files, and one 600 KB image.
+"""
 
 from __future__ import annotations
 
-import os
 import random
-import select
+import subprocess
 import time
 
 import pytest
 import serial
 
+from espblink import image
 from espblink.sim.rom import slip_encode
-from sim_support import esptool, firmware_file, mpremote, running_sim
+from sim_support import ESPBLINK, esptool, firmware_file, mpremote, running_sim
+
+# boot.py and main.py that leave a trace in a file, so a test sees which of them ran after a reset.
+BOOT_PY = "with open('log.txt', 'a') as f:\n    f.write('b')\n"
+MAIN_PY = """import machine
+with open('log.txt', 'a') as f:
+    f.write('m%d' % machine.Pin(0, machine.Pin.IN).value())
+"""
 
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
-    with running_sim(tmp_path_factory.mktemp("board")) as s:
+    with running_sim(tmp_path_factory.mktemp("board"), extra=["--sta", "home=secret123", "--sta-delay-ms", "300"]) as s:
         yield s
-
-
-@pytest.fixture(scope="module")
-def fw(tmp_path_factory):
-    return firmware_file(tmp_path_factory.mktemp("fw"))
-
-
-def read_pty(path: str, seconds: float) -> bytes:
-    fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
-    out = b""
-    try:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([fd], [], [], 0.1)
-            if r:
-                out += os.read(fd, 4096)
-    finally:
-        os.close(fd)
-    return out
 
 
 def test_an_erased_board_prints_rom_lines_then_stays_silent(sim):
     assert sim.state()["mode"] == "halted"
-    sim.ctl("power-cycle")
-    out = read_pty(sim.pty, 1.0)
+    out = sim.uart(1.0, action=sim.power_cycle)
     assert b"ets Jan  8 2013,rst cause:0, boot mode:(3,6)" in out
     assert b"MicroPython" not in out and b">>>" not in out
+
+
+def test_flash_button_held_at_reset_starts_the_rom_bootloader(sim):
+    sim.set_pin(0, 0)
+    try:
+        out = sim.uart(0.5, action=sim.reset)
+        assert b"boot mode:(1,7)" in out and b"waiting for host" in out
+        assert sim.state()["mode"] == "rom"
+    finally:
+        sim.set_pin(0, 1)
+    sim.reset()
+    assert sim.state()["mode"] == "halted"
 
 
 def test_esptool_identifies_an_esp8266_with_4mb_flash(sim):
     r = esptool(sim, "flash-id")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "ESP8266EX" in r.stdout
+    assert "Chip type:          ESP8266EX" in r.stdout
     assert "MAC:                5c:cf:7f:1a:2b:3c" in r.stdout
-    assert "Detected flash size: 4MB" in r.stdout
+    assert "Manufacturer: ef" in r.stdout and "Detected flash size: 4MB" in r.stdout
+    r = esptool(sim, "--no-stub", "read-mac")
+    assert r.returncode == 0 and "MAC:                5c:cf:7f:1a:2b:3c" in r.stdout, r.stdout + r.stderr
 
 
-def test_write_verify_read_flash_round_trip(sim, fw, tmp_path):
+def test_rom_answers_garbage_and_unknown_commands_without_dying(sim):
+    s = serial.serial_for_url(sim.serial, timeout=0.5)
+    try:
+        s.dtr, s.rts = False, True  # into reset, then the bootloader, as esptool does
+        s.dtr, s.rts = True, False
+        s.dtr = False
+        s.read(4096)
+        s.write(random.Random(5).randbytes(3000).replace(b"\xc0", b""))
+        s.write(slip_encode(bytes([0, 0x7E, 0, 0, 0, 0, 0, 0])))  # an opcode no ROM knows
+        s.write(slip_encode(bytes([0, 0xD0, 0, 0, 0, 0, 0, 0])))  # the stub's ERASE_FLASH: not in the ROM
+        out = s.read(64)
+        assert b"\xc0\x01\x7e\x02\x00\x00\x00\x00\x00\x01\x05\xc0" in out  # status 1, error 5: invalid
+        assert b"\xc0\x01\xd0\x02\x00\x00\x00\x00\x00\x01\x05\xc0" in out
+    finally:
+        s.close()
+    r = esptool(sim, "--no-stub", "chip-id")
+    assert r.returncode == 0 and "Chip ID: 0x001a2b3c" in r.stdout, r.stdout + r.stderr
+
+
+def test_an_invalid_image_leaves_the_board_silent_after_the_rom_lines(sim, tmp_path):
+    broken = bytearray(image.make(size=16 * 1024))
+    broken[0x20] ^= 0xFF  # a byte of the first segment: the checksum no longer matches
+    f = tmp_path / "broken.bin"
+    f.write_bytes(broken)
+    r = esptool(sim, "write-flash", "--no-compress", "0", str(f))  # with the stub, uncompressed
+    assert r.returncode == 0 and "Hash of data verified" in r.stdout, r.stdout + r.stderr
+    out = sim.uart(1.5, action=sim.power_cycle)
+    assert b"boot mode:(3,6)" in out and sim.state()["mode"] == "halted"
+    assert b"MicroPython" not in out and b">>>" not in out
+    assert (sim.state_dir / "flash.bin").read_bytes()[:len(broken)] == bytes(broken)
+
+
+def test_rom_without_stub_writes_uncompressed(sim, tmp_path):
+    data = random.Random(3).randbytes(8 * 1024)
+    f = tmp_path / "blob.bin"
+    f.write_bytes(data)
+    r = esptool(sim, "--no-stub", "write-flash", "0x3fb000", str(f))  # the SDK's parameter sectors
+    assert r.returncode == 0, r.stdout + r.stderr
+    back = tmp_path / "back.bin"
+    r = esptool(sim, "read-flash", "0x3fb000", str(len(data)), str(back))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert back.read_bytes() == data
+
+
+def test_write_verify_read_flash_round_trip_of_a_realistic_image(sim, tmp_path):
+    fw = firmware_file(tmp_path)
     r = esptool(sim, "--baud", "460800", "write-flash", "--flash-size", "detect", "0", str(fw))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Hash of data verified" in r.stdout
@@ -65,40 +117,12 @@ def test_write_verify_read_flash_round_trip(sim, fw, tmp_path):
     r = esptool(sim, "read-flash", "0", str(fw.stat().st_size), str(back))
     assert r.returncode == 0, r.stdout + r.stderr
     assert back.read_bytes() == fw.read_bytes()
-
-
-def test_rom_without_stub_writes_uncompressed(sim, tmp_path):
-    data = random.Random(3).randbytes(12 * 1024)
-    f = tmp_path / "blob.bin"
-    f.write_bytes(data)
-    r = esptool(sim, "--no-stub", "write-flash", "--no-compress", "0x3f0000", str(f))
-    assert r.returncode == 0, r.stdout + r.stderr
-    back = tmp_path / "back.bin"
-    r = esptool(sim, "read-flash", "0x3f0000", str(len(data)), str(back))
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert back.read_bytes() == data
-
-
-def test_rom_answers_garbage_and_unknown_commands_without_dying(sim):
-    s = serial.serial_for_url(sim.serial, timeout=0.5)
-    try:
-        s.dtr, s.rts = False, True  # into reset, then the bootloader, as esptool does
-        time.sleep(0.1)
-        s.dtr, s.rts = True, False
-        time.sleep(0.1)
-        s.dtr = False
-        s.read(4096)
-        s.write(random.Random(5).randbytes(3000).replace(b"\xc0", b""))
-        s.write(slip_encode(bytes([0, 0x7E, 0, 0, 0, 0, 0, 0])))  # an opcode no ROM knows
-        out = s.read(64)
-        assert b"\xc0\x01\x7e\x02\x00\x00\x00\x00\x00\x01\x05\xc0" in out  # status 1, error 5: invalid
-    finally:
-        s.close()
-    assert esptool(sim, "chip-id").returncode == 0
+    # esptool's hard reset (RTS) left the board running the firmware it wrote
+    sim.wait_state(lambda s: s["mode"] == "firmware")
 
 
 def test_boots_micropython_and_mpremote_works(sim, tmp_path):
-    sim.ctl("power-cycle")
+    sim.power_cycle()
     r = mpremote(sim, "exec", "import sys; print(sys.implementation.name, 6*7)")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "micropython 42" in r.stdout
@@ -111,39 +135,110 @@ def test_boots_micropython_and_mpremote_works(sim, tmp_path):
 
 
 def test_files_live_in_the_flash_image_and_survive_power_cycles(sim):
-    sim.ctl("power-cycle")
+    sim.power_cycle()
     r = mpremote(sim, "fs", "cat", "hello.py")
     assert "hello from flash" in r.stdout
     flash = (sim.state_dir / "flash.bin").read_bytes()
     assert b"print('hello from flash')" in flash[0x100000:]
 
 
-def test_soft_reset_runs_boot_py_again(sim, tmp_path):
-    f = tmp_path / "boot.py"
-    f.write_text("print('boot.py ran')\n")
-    r = mpremote(sim, "fs", "cp", str(f), ":boot.py", "+", "soft-reset", "+", "exec", "print('after')")
+def boot_log(sim) -> str:
+    # `resume`: without it mpremote soft-resets the board first, which runs boot.py again
+    r = mpremote(sim, "resume", "exec", "print(open('log.txt').read()); import os; os.remove('log.txt')")
     assert r.returncode == 0, r.stdout + r.stderr
-    out = b""
-    s = serial.serial_for_url(sim.serial, timeout=0.3)
-    try:
-        s.write(b"\r\x03\x04")  # Ctrl-C, Ctrl-D at the friendly REPL: soft reset
-        for _ in range(10):
-            out += s.read(1024)
-    finally:
-        s.close()
-    assert b"MPY: soft reboot" in out and b"boot.py ran" in out
+    return r.stdout.strip()
+
+
+def test_which_resets_run_boot_py_and_main_py(sim, tmp_path):
+    (tmp_path / "boot.py").write_text(BOOT_PY)
+    (tmp_path / "main.py").write_text(MAIN_PY)
+    r = mpremote(sim, "fs", "cp", str(tmp_path / "boot.py"), str(tmp_path / "main.py"), ":", "+",
+                 "exec", "open('log.txt', 'w').close()")
+    assert r.returncode == 0, r.stdout + r.stderr
+    # mpremote's soft-reset comes from the raw REPL: boot.py only
+    assert mpremote(sim, "resume", "soft-reset").returncode == 0
+    assert boot_log(sim) == "b"
+    # Ctrl-D at the friendly REPL: "MPY: soft reboot", boot.py and main.py
+    out = sim.uart(2.0, send=b"\r\x03\x04")
+    assert b"MPY: soft reboot" in out
+    assert boot_log(sim) == "bm1"
+    # machine.reset() is a hard reset: boot.py and main.py
+    boots = sim.state()["boots"]
+    mpremote(sim, "resume", "exec", "--no-follow", "import machine; machine.reset()")
+    sim.wait_state(lambda s: s["boots"] > boots and s["mode"] == "firmware")
+    assert boot_log(sim) == "bm1"
+    # the FLASH button pressed just after a reset: main.py sees GPIO0 low (an app's safe mode)
+    sim.reset(hold_flash=True)
+    assert boot_log(sim) == "bm0"
+    sim.set_pin(0, 1)
+    sim.power_cycle()
+    assert boot_log(sim) == "bm1"
+
+
+def test_ctrl_c_interrupts_main_py(sim, tmp_path):
+    (tmp_path / "main.py").write_text("import time\nwhile True:\n    time.sleep_ms(50)\n")
+    assert mpremote(sim, "fs", "cp", str(tmp_path / "main.py"), ":main.py").returncode == 0
+    sim.power_cycle()
+    time.sleep(1.0)
+    out = sim.uart(1.0, send=b"\x03")
+    assert b"KeyboardInterrupt" in out and b">>> " in out
+    out = sim.uart(1.0, send=b"print(7*6)\r")
+    assert b"42" in out
+    assert mpremote(sim, "rm", ":main.py").returncode == 0
 
 
 def test_gpio_levels_and_a_starved_watchdog_reset(sim):
+    start = len(sim.console)
     boots = sim.state()["boots"]
     r = mpremote(sim, "exec", "import machine; machine.Pin(2, machine.Pin.OUT).off()")
     assert r.returncode == 0, r.stdout + r.stderr
     s = sim.wait_state(lambda s: s["gpio"].get("2", {}).get("level") == 0)
     assert s["leds"]["blue"] is True
+    sim.wait_console("GPIO2 low: blue LED on", start=start)
+    # An input pin set from outside, as a button would.
+    sim.set_pin(4, 0)
+    r = mpremote(sim, "exec", "import machine; print('level', machine.Pin(4, machine.Pin.IN).value())")
+    assert "level 0" in r.stdout, r.stdout + r.stderr
     # Start the watchdog and never feed it: the board resets itself after a few seconds.
     r = mpremote(sim, "exec", "--no-follow", "import machine, time\nw = machine.WDT()\nwhile True: time.sleep_ms(100)")
     assert r.returncode == 0, r.stdout + r.stderr
     sim.wait_state(lambda s: s["boots"] > boots and s["mode"] == "firmware", timeout=20)
+    sim.wait_console("watchdog", start=start)
+
+
+STA_JOIN = """import network, time
+w = network.WLAN(network.STA_IF)
+w.active(True)
+w.connect('home', %r)
+for _ in range(100):
+    if w.status() != network.STAT_CONNECTING:
+        break
+    time.sleep_ms(50)
+print('status', w.status(), w.isconnected())
+"""
+
+
+def test_station_joins_only_a_network_in_range_with_its_key(sim):
+    r = mpremote(sim, "exec", STA_JOIN % "wrong-key")
+    assert "status 2 False" in r.stdout, r.stdout + r.stderr  # STAT_WRONG_PASSWORD
+    r = mpremote(sim, "exec", STA_JOIN % "secret123")
+    assert "status 5 True" in r.stdout, r.stdout + r.stderr  # STAT_GOT_IP
+    s = sim.wait_state(lambda s: s["wlan"].get("sta", {}).get("status") == 5)
+    assert s["wlan"]["sta"]["ssid"] == "home"
+
+
+def test_ctl_command_line(sim):
+    def ctl(*words: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*ESPBLINK, "sim", "ctl", "--state", str(sim.state_dir), *words],
+                              capture_output=True, text=True, timeout=30)
+
+    r = ctl("pin", "5", "0")
+    assert r.returncode == 0 and '"5": 0' in r.stdout, r.stdout + r.stderr
+    r = ctl("pin", "5", "7")
+    assert r.returncode == 2 and "level 0 or 1" in r.stderr
+    r = subprocess.run([*ESPBLINK, "sim", "ctl", "--state", str(sim.state_dir / "nothing"), "state"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "no virtual board is running" in r.stderr
 
 
 def test_erase_flash_wipes_firmware_and_files(sim):
@@ -152,5 +247,3 @@ def test_erase_flash_wipes_firmware_and_files(sim):
     s = sim.wait_state(lambda s: s["mode"] in ("halted", "firmware"))
     assert s["mode"] == "halted"
     assert set((sim.state_dir / "flash.bin").read_bytes()) == {0xFF}
-    r = mpremote(sim, "exec", "print(1)", timeout=30)
-    assert r.returncode != 0

@@ -19,9 +19,9 @@ def run(name):
         return
     try:
         exec(code, {"__name__": "__main__"})
-    except KeyboardInterrupt:
-        pass
-    except Exception as e:
+    except BaseException as e:  # Ctrl-C included: the port prints its traceback, then the REPL starts
+        if isinstance(e, SystemExit):
+            raise
         sys.print_exception(e)
 
 

@@ -1,11 +1,14 @@
 # The virtual board's flash block device, as the ESP8266 port's frozen flashbdev.py: 4 KB sectors from
-# esp.flash_user_start() to the end of the flash less the SDK's 20 KB of parameters.
+# esp.flash_user_start() (0x100000 on ESP8266_GENERIC, 2 MB layout and up) to the end of the flash less
+# the SDK's 20 KB of parameters.
 import esp
 
 
 class FlashBdev:
     SEC_SIZE = 4096
     START_SEC = esp.flash_user_start() // SEC_SIZE
+    if START_SEC < 256:
+        START_SEC += 1  # the port keeps a sector below 1 MB for native code
 
     def __init__(self, blocks):
         self.blocks = blocks

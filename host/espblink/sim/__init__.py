@@ -10,10 +10,22 @@ import socket
 import threading
 from pathlib import Path
 
-from espblink import runtime
+from espblink import runtime, settings
 from espblink.errors import UserError
 
 CTL = "ctl.sock"
+
+
+def hold_flash(args: list[str]) -> bool:
+    if args not in ([], ["hold-flash"]):
+        raise ValueError(f"the only option here is hold-flash, not {' '.join(args)}")
+    return bool(args)
+
+
+def pin_args(args: list[str]) -> tuple[int, int]:
+    if len(args) != 2 or not args[0].isdigit() or args[1] not in ("0", "1"):
+        raise ValueError(f"pin wants a GPIO number and a level 0 or 1 (e.g. `pin 0 0`), not {' '.join(args)!r}")
+    return int(args[0]), int(args[1])
 
 
 def serve_control(board, state: Path) -> socket.socket:  # noqa: ANN001
@@ -24,11 +36,11 @@ def serve_control(board, state: Path) -> socket.socket:  # noqa: ANN001
     srv.bind(str(path))
     srv.listen(4)
     actions = {
-        "power-cycle": lambda a: board.power_cycle(),
+        "power-cycle": lambda a: board.power_cycle(hold_flash=hold_flash(a)),
         "power-off": lambda a: board.power_off(),
         "power-on": lambda a: board.power_on(),
-        "reset": lambda a: board.reset(),
-        "pin": lambda a: board.set_pin(int(a[0]), int(a[1])),
+        "reset": lambda a: board.reset(hold_flash=hold_flash(a)),
+        "pin": lambda a: board.set_pin(*pin_args(a)),
         "sta-drop": lambda a: board.drop_sta(),
         "state": lambda a: None,
     }
@@ -45,7 +57,8 @@ def serve_control(board, state: Path) -> socket.socket:  # noqa: ANN001
                     actions[words[0]](words[1:])
                     conn.sendall(json.dumps(board.state()).encode())
                 except (KeyError, IndexError, ValueError) as e:
-                    conn.sendall(json.dumps({"error": f"bad control command {words}: {e!r}"}).encode())
+                    msg = str(e) if isinstance(e, ValueError) else f"unknown control command {' '.join(words)!r}"
+                    conn.sendall(json.dumps({"error": msg}).encode())
 
     threading.Thread(target=serve, daemon=True, name="ctl").start()
     return srv
@@ -119,7 +132,7 @@ def cmd_ctl(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from espblink.sim.demo import demo
 
-    return demo(Path(args.state), args.heap)
+    return demo(Path(args.state), args.heap, Path(args.settings))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -132,7 +145,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sta-delay-ms", type=int, default=1500, help="how long joining a network takes")
     p.set_defaults(func=cmd_sim)
     s = p.add_subparsers(dest="sim_command", metavar="ACTION")
-    c = s.add_parser("ctl", help="control a running board: power-cycle, reset, pin GPIO 0|1, sta-drop, state")
+    c = s.add_parser("ctl", help="control a running board: power-cycle, reset, pin GPIO 0|1, sta-drop, state",
+                     epilog="power-cycle hold-flash / reset hold-flash: FLASH (GPIO0) pressed just after the chip "
+                     "started (safe mode); pin 0 1 releases it. pin 0 0 before a reset: the ROM bootloader.")
     c.add_argument("--state", default=".sim/board")
     c.add_argument("action", choices=["power-cycle", "power-off", "power-on", "reset", "pin", "sta-drop", "state"])
     c.add_argument("args", nargs="*")
@@ -140,4 +155,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     d = s.add_parser("demo", help="a fresh board, flashed and deployed, left running (what `make sim` does)")
     d.add_argument("--state", default=".sim/demo")
     d.add_argument("--heap", type=int, default=runtime.SIM_HEAP)
+    d.add_argument("--settings", default=str(settings.DEFAULT), help="the settings deployed (created if missing)")
     d.set_defaults(func=cmd_demo)

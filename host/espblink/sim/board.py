@@ -8,6 +8,7 @@ import os
 import pty
 import select
 import socket
+import struct
 import subprocess
 import termios
 import threading
@@ -26,6 +27,7 @@ FLASH_USER_START = 0x100000  # where ESP8266_GENERIC's filesystem region starts 
 WIRING = [{"name": "blue", "gpio": 2, "active_low": True}, {"name": "red", "gpio": 16, "active_low": True},
           {"name": "external", "gpio": 5, "active_low": False}]
 RST_POWER_ON, RST_WDT, RST_SOFT, RST_HARD = 0, 1, 4, 6
+BOARD_FILES = ("flash.bin", "state.json", "state.tmp", "ctl.sock")  # what a board keeps in its state folder
 ROM_BANNER = " ets Jan  8 2013,rst cause:%d, boot mode:(%d,%d)\r\n\r\n"
 
 
@@ -71,7 +73,7 @@ class Board:
     # -- the outside world -----------------------------------------------------------------------
     def info(self) -> dict[str, str]:
         return {"serial": self.rfc2217.url, "pty": self.pty.path, "http": f"http://127.0.0.1:{self.http_port}/",
-                "state": str(self.dir / "state.json")}
+                "dns": f"udp://127.0.0.1:{self.dns_port}", "state": str(self.dir / "state.json")}
 
     def power_on(self) -> None:
         with self.lock:
@@ -85,15 +87,29 @@ class Board:
             self.wlan = {}
             self._write_state()
 
-    def power_cycle(self) -> None:
+    def power_cycle(self, hold_flash: bool = False) -> None:
         self.power_off()
         time.sleep(0.05)
-        self.power_on()
+        if hold_flash:
+            self._press_flash_after_rom(RST_POWER_ON)
+        else:
+            self.power_on()
 
-    def reset(self) -> None:
+    def reset(self, hold_flash: bool = False) -> None:
         """The RST button: EN pulsed low."""
         with self.lock:
-            self._boot(self.pins.get("0", 1) == 0, RST_HARD)
+            if hold_flash:
+                self._press_flash_after_rom(RST_HARD)
+            else:
+                self._boot(self.pins.get("0", 1) == 0, RST_HARD)
+
+    def _press_flash_after_rom(self, cause: int) -> None:
+        """FLASH (GPIO0) pressed just after the ROM sampled it: the firmware starts and sees the button
+        held, the way to reach an app's safe mode (held during the reset, it would be the bootloader).
+        It stays pressed until `set_pin(0, 1)`."""
+        with self.lock:
+            self.pins["0"] = 0
+            self._boot(False, cause)
 
     def set_pin(self, gpio: int, level: int) -> None:
         with self.lock:
@@ -181,14 +197,19 @@ class Board:
             return
         self.emit((ROM_BANNER % (2 if cause else 0, 3, 6)).encode())
         self.flash.sync()
+        firmware = self.flash.read(0, FLASH_USER_START)
         try:
-            info = image.check(self.flash.read(0, FLASH_USER_START))
+            info = image.check(firmware)
         except ValueError:
             self.emit(b"ets_main.c \r\n")  # an erased or broken image: the ROM stops here
             self.mode = "halted"
             self._write_state()
             return
-        self.emit(b"load 0x40100000, len %d, room 16 \r\n" % (info.size,))
+        offset = 8
+        for _ in range(info.segments):  # the ROM loads each segment into RAM, and says so
+            address, length = struct.unpack_from("<II", firmware, offset)
+            self.emit(b"load 0x%08x, len %d, room 16 \r\n" % (address, length))
+            offset += 8 + length
         self._start_firmware(cause, soft=False)
 
     def _run_from_rom(self) -> None:

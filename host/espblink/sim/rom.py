@@ -17,9 +17,21 @@ from espblink.sim.flash import SECTOR, Flash
 MAGIC_REG = 0x40001000
 CHIP_MAGIC = 0xFFF0C101
 SPI_BASE = 0x60000200
-SPI_CMD, SPI_USR2, SPI_W0 = SPI_BASE, SPI_BASE + 0x24, SPI_BASE + 0x40
+SPI_CMD, SPI_ADDR, SPI_USR2, SPI_W0 = SPI_BASE, SPI_BASE + 0x04, SPI_BASE + 0x24, SPI_BASE + 0x40
 SPI_CMD_USR = 1 << 18
 FLASH_ID = 0x1640EF  # Winbond (0xEF), 4 MB (capacity byte 0x16)
+# The flash chip's SFDP table (JEDEC JESD216) as a W25Q32 starts it: the "SFDP" signature, the basic
+# parameter header, then Winbond's own header (its ID, 0xEF, is what esptool's XMC check reads at 0x10).
+SFDP = b"SFDP\x00\x01\x01\xff" b"\x00\x00\x01\x09\x80\x00\x00\xff" b"\xef\x00\x01\x04\xd0\x00\x00\xff"
+# What the flash chip answers to the "user" SPI commands esptool sends through the SPI registers, by
+# command byte; given the 24-bit address. RDSR/RDSR2/RDSR3 read 0: no write protection. Others answer 0.
+SPI_FLASH_COMMANDS: dict[int, Callable[[int], int]] = {
+    0x9F: lambda addr: FLASH_ID,  # RDID
+    0x5A: lambda addr: int.from_bytes((SFDP[addr:addr + 4] + b"\xff" * 4)[:4], "little"),  # RDSFDP
+    0x05: lambda addr: 0,  # RDSR
+    0x35: lambda addr: 0,  # RDSR2
+    0x15: lambda addr: 0,  # RDSR3
+}
 
 # ROM error codes (the second status byte)
 ERR_INVALID = 0x05
@@ -112,7 +124,7 @@ class Bootloader:
         op, size, chk = struct.unpack("<BHI", p[1:8])
         payload = p[8:8 + size]
         handler = COMMANDS.get(op)
-        if handler is None or (op >= 0xD0 and not self.stub) or len(payload) != size:
+        if handler is None or (op not in ROM_COMMANDS and not self.stub) or len(payload) != size:
             self.reply(op, error=ERR_INVALID)
             return
         try:
@@ -144,9 +156,9 @@ class Bootloader:
         addr, value, mask, _delay = struct.unpack("<IIII", payload[:16])
         self.regs[addr] = (self.regs.get(addr, 0) & ~mask) | (value & mask) if mask != 0xFFFFFFFF else value
         if addr == SPI_CMD and value & SPI_CMD_USR:
-            # A "user" SPI command to the flash chip: answer the ones esptool sends.
-            cmd = self.regs.get(SPI_USR2, 0) & 0xFF
-            self.regs[SPI_W0] = FLASH_ID if cmd == 0x9F else 0
+            # A "user" SPI command to the flash chip; the address register holds it in its top 24 bits.
+            answer = SPI_FLASH_COMMANDS.get(self.regs.get(SPI_USR2, 0) & 0xFF, lambda addr: 0)
+            self.regs[SPI_W0] = answer(self.regs.get(SPI_ADDR, 0) >> 8)
             self.regs[SPI_CMD] = 0
         return 0, b""
 
@@ -227,8 +239,7 @@ class Bootloader:
         addr, size = struct.unpack("<II", payload[:8])
         if addr + size > self.flash.size:
             raise CommandError(ERR_FLASH)
-        digest = hashlib.md5(self.flash.read(addr, size))
-        return 0, digest.digest() if self.stub else digest.hexdigest().encode()
+        return 0, hashlib.md5(self.flash.read(addr, size)).digest()
 
     def erase_flash(self, payload: bytes, chk: int):
         self.flash.erase(0, self.flash.size)
@@ -273,6 +284,9 @@ class Bootloader:
         self.run_firmware()
         return None
 
+
+# The ESP8266's ROM knows only these; the rest are the flasher stub's (esptool never sends them to this ROM).
+ROM_COMMANDS = frozenset(range(0x02, 0x0B))
 
 COMMANDS: dict[int, Callable[..., tuple[int, bytes] | None]] = {
     0x02: Bootloader.flash_begin,       # FLASH_BEGIN
