@@ -46,12 +46,7 @@ def page_nojs(req):
         parts.append(b"<form method=post action='/api/leds/%s'><input type=hidden name=t value=%s><button "
                      b"name=action value=toggle aria-pressed=%s>%s: %s</button></form>" % (
                          led.name, token, b"true" if on else b"false", led.name, b"on" if on else b"off"))
-    n = 0
-    for part in parts:
-        n += len(part)
-    server.start(req.sock, b"200 OK", server.HTML, n)
-    for part in parts:
-        req.sock.write(part)
+    server.send_parts(req.sock, b"200 OK", parts, server.HTML)
 
 
 def get_leds(req):
@@ -159,13 +154,15 @@ def status(req):
     mode, ssid, ip = wifi.status()
     cause = machine.reset_cause()
     gc.collect()
-    body = b'{"firmware":"%d.%d.%d","mpy":%d,"uptime_s":%d,"heap_free":%d,"reset_cause":"%s","wifi":' \
-        b'{"mode":"%s","ssid":%s,"ip":"%s"},"hostname":"%s","warning":%s,"requests":%d}' % (
-            sys.implementation.version[0], sys.implementation.version[1], sys.implementation.version[2],
-            sys.implementation._mpy & 0xFF, time.ticks_diff(time.ticks_ms(), t0) // 1000, gc.mem_free(),
+    v = sys.implementation.version
+    server.send_parts(req.sock, b"200 OK", (
+        b'{"firmware":"%d.%d.%d","mpy":%d,"uptime_s":%d,"heap_free":%d,' % (
+            v[0], v[1], v[2], sys.implementation._mpy & 0xFF, time.ticks_diff(time.ticks_ms(), t0) // 1000,
+            gc.mem_free()),
+        b'"reset_cause":"%s","wifi":{"mode":"%s","ssid":%s,"ip":"%s"},"hostname":"%s","requests":%d,' % (
             CAUSES[cause] if cause < len(CAUSES) else "other", mode, json.dumps(ssid), ip, cfg["hostname"],
-            json.dumps(warning), srv.served)
-    server.send(req.sock, b"200 OK", body, server.JSON)
+            srv.served),
+        b'"warning":', json.dumps(warning).encode(), b"}"), server.JSON)
 
 
 ROUTES = [

@@ -111,6 +111,16 @@ def send(sock, status, body=b"", ctype=TEXT, extra=b""):
         sock.write(body)
 
 
+def send_parts(sock, status, parts, ctype):
+    # A body made of pieces of a few hundred bytes at most: it never needs one large free block.
+    n = 0
+    for part in parts:
+        n += len(part)
+    start(sock, status, ctype, n)
+    for part in parts:
+        sock.write(part)
+
+
 def send_file(sock, f, ctype, extra=b""):
     # Streams an open file through one 512-byte buffer, and closes it.
     with f:
