@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
 import threading
 from pathlib import Path
 
 from espblink import flash, image, paths, runtime, settings, sync
-from espblink.sim import serve_control
-from espblink.sim.board import Board
+from espblink.sim import CTL, serve_control
+from espblink.sim.board import BOARD_FILES, Board
 
 
-def demo(state: Path, heap: int = runtime.SIM_HEAP) -> int:
-    if state.exists():
-        shutil.rmtree(state)  # a fresh board: erased flash
+def demo(state: Path, heap: int = runtime.SIM_HEAP, settings_path: Path = settings.DEFAULT) -> int:
+    for name in BOARD_FILES:  # a fresh board: erased flash (only the board's own files go)
+        (state / name).unlink(missing_ok=True)
     board = Board(state, heap=heap, log=lambda line: print(f"  [board] {line}", flush=True))
     ctl = serve_control(board, state)
     try:
@@ -26,16 +25,17 @@ def demo(state: Path, heap: int = runtime.SIM_HEAP) -> int:
         fw.parent.mkdir(parents=True, exist_ok=True)
         fw.write_bytes(image.make())
         flash.flash(port, str(fw))
-        sync.deploy(port, settings.DEFAULT)
+        sync.deploy(port, settings_path)
         print(f"\nOn this machine the board's page is at {board.info()['http']} (the board's 192.168.4.1).")
-        print(f"Control it: espblink sim ctl --state {state} power-cycle | reset | pin 0 0 | state")
-        print("Ctrl-C stops the board.")
+        print(f"Control it: espblink sim ctl --state {state} power-cycle | reset [hold-flash] | pin GPIO 0|1 | state")
+        print("Ctrl-C stops the board.", flush=True)
         threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:
         ctl.close()
         board.close()
+        (state / CTL).unlink(missing_ok=True)
     return 0
 
 
