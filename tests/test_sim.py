@@ -8,7 +8,9 @@ flash tests use small files, and one 600 KB image.
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import subprocess
 import time
 
@@ -225,6 +227,9 @@ def test_station_joins_only_a_network_in_range_with_its_key(sim):
     assert "status 5 True" in r.stdout, r.stdout + r.stderr  # STAT_GOT_IP
     s = sim.wait_state(lambda s: s["wlan"].get("sta", {}).get("status") == 5)
     assert s["wlan"]["sta"]["ssid"] == "home"
+    sim.ctl("sta-drop")  # the home network goes away
+    r = mpremote(sim, "resume", "exec", "import network; print('up', network.WLAN(network.STA_IF).isconnected())")
+    assert "up False" in r.stdout, r.stdout + r.stderr
 
 
 def test_ctl_command_line(sim):
@@ -247,3 +252,32 @@ def test_erase_flash_wipes_firmware_and_files(sim):
     s = sim.wait_state(lambda s: s["mode"] in ("halted", "firmware"))
     assert s["mode"] == "halted"
     assert set((sim.state_dir / "flash.bin").read_bytes()) == {0xFF}
+
+
+def processes_in(folder) -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            if pid.isdigit() and os.readlink(f"/proc/{pid}/cwd") == str(folder):
+                found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+def test_the_state_folder_keeps_the_flash_between_runs_and_ctrl_c_stops_cleanly(tmp_path):
+    flash = bytearray(b"\xff" * 4 * 1024 * 1024)  # a board flashed earlier (esptool's part is tested above)
+    fw = image.make(size=64 * 1024)
+    flash[:len(fw)] = fw
+    (tmp_path / "flash.bin").write_bytes(bytes(flash))
+    with running_sim(tmp_path) as sim:
+        r = mpremote(sim, "exec", "with open('kept.txt', 'w') as f: f.write('still here')")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert processes_in(tmp_path)  # the board's MicroPython runs in its state folder
+        sim.proc.send_signal(signal.SIGINT)
+        assert sim.proc.wait(timeout=20) == 0
+        assert not (tmp_path / "ctl.sock").exists()
+        assert not processes_in(tmp_path)  # its MicroPython went with it
+    with running_sim(tmp_path) as sim:
+        r = mpremote(sim, "fs", "cat", "kept.txt")
+        assert "still here" in r.stdout, r.stdout + r.stderr
