@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import time
 
 import serial
 import serial.tools.list_ports
@@ -30,18 +31,23 @@ def detect(port: str | None) -> str:
     raise UserError(f"several boards are connected:\n{listing}\nchoose one with PORT=...")
 
 
-def check_free(port: str) -> None:
-    """Open the port once, exclusively, to turn the usual failures into a plain message."""
-    try:
-        s = serial.serial_for_url(port, do_not_open=True)
-        if hasattr(s, "exclusive") and not port.startswith(("rfc2217://", "socket://", "loop://")):
-            s.exclusive = True
-        s.open()
-        s.close()
-    except serial.SerialException as e:
-        raise UserError(explain(port, e)) from None
-    except OSError as e:
-        raise UserError(explain(port, e)) from None
+def check_free(port: str, attempts: int = 4) -> None:
+    """Open the port once, exclusively, to turn the usual failures into a plain message. A port that the
+    previous program is still letting go of (busy for a moment) is tried again."""
+    for attempt in range(attempts):
+        try:
+            s = serial.serial_for_url(port, do_not_open=True)
+            if hasattr(s, "exclusive") and not port.startswith(("rfc2217://", "socket://", "loop://")):
+                s.exclusive = True
+            s.open()
+            s.close()
+            return
+        except (serial.SerialException, OSError) as e:
+            message = explain(port, e)
+            missing = getattr(e, "errno", None) in (errno.ENOENT, errno.EACCES) or "No such file" in str(e)
+            if missing or attempt == attempts - 1:
+                raise UserError(message) from None
+            time.sleep(1)
 
 
 def explain(port: str, e: BaseException) -> str:
