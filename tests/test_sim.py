@@ -186,6 +186,10 @@ def test_ctrl_c_interrupts_main_py(sim, tmp_path):
     assert b"KeyboardInterrupt" in out and b">>> " in out
     out = sim.uart(1.0, send=b"print(7*6)\r")
     assert b"42" in out
+    # Typing into a busy board fills its input; what does not fit is lost, and the board stays responsive.
+    sim.power_cycle()
+    sim.uart(0.5, send=b"x" * 65536)
+    assert sim.power_cycle()["mode"] == "firmware"
     assert mpremote(sim, "rm", ":main.py").returncode == 0
 
 

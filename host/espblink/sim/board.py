@@ -153,7 +153,7 @@ class Board:
                 try:
                     os.write(self.master, data)
                 except OSError:
-                    pass
+                    pass  # its input buffer is full: the bytes are lost, as a UART's FIFO overflows
 
     # -- the NodeMCU's auto-reset circuit --------------------------------------------------------------
     def set_lines(self, dtr: bool, rts: bool) -> None:
@@ -245,6 +245,7 @@ class Board:
                              {80: self.http_port, 53: self.dns_port},
                              tty=True, stdin=slave, stdout=slave, stderr=slave)
         os.close(slave)
+        os.set_blocking(master, False)  # a MicroPython not reading its input must not stall the board
         self.proc, self.master = proc, master
         if soft and self.raw:
             os.write(master, b"\x01")  # back into the raw REPL the reset came from
@@ -257,6 +258,8 @@ class Board:
             try:
                 r, _, _ = select.select([master], [], [], 0.5)
                 data = os.read(master, 4096) if r else b""
+            except BlockingIOError:
+                continue
             except OSError:
                 break
             if data:
