@@ -72,6 +72,10 @@ class Sim:
             time.sleep(0.05)
         raise AssertionError(f"board state never matched; last: {self.state()}")
 
+    def booted(self, timeout: float = 20) -> dict[str, Any]:
+        """Wait until the firmware has run boot.py and main.py and sits at its REPL."""
+        return self.wait_state(lambda s: s["repl"], timeout)
+
     def wait_console(self, text: str, timeout: float = 20, start: int = 0) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -81,20 +85,22 @@ class Sim:
             time.sleep(0.05)
         raise AssertionError(f"the console never showed {text!r}; it showed: {self.console[start:]}")
 
-    def uart(self, seconds: float, send: bytes = b"", action: Callable[[], Any] | None = None) -> bytes:
+    def uart(self, seconds: float, send: bytes = b"", action: Callable[[], Any] | None = None,
+             until: bytes | None = None, drain: bool = True) -> bytes:
         """What the board prints on its UART (through the pty) during `seconds` after `action()` (say a
-        reset) and sending `send`; what it printed before, while nobody listened, is dropped."""
+        reset) and sending `send`, or until it printed `until`; what it printed before, while nobody
+        listened, is dropped (unless drain=False)."""
         fd = os.open(self.pty, os.O_RDWR | os.O_NOCTTY)
         out = b""
         try:
-            while select.select([fd], [], [], 0.05)[0]:
+            while drain and select.select([fd], [], [], 0.05)[0]:
                 os.read(fd, 4096)
             if action:
                 action()
             if send:
                 os.write(fd, send)
             deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not (until and until in out):
                 r, _, _ = select.select([fd], [], [], 0.05)
                 if r:
                     out += os.read(fd, 4096)

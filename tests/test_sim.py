@@ -12,7 +12,6 @@ import os
 import random
 import signal
 import subprocess
-import time
 
 import pytest
 import serial
@@ -125,6 +124,7 @@ def test_write_verify_read_flash_round_trip_of_a_realistic_image(sim, tmp_path):
 
 def test_boots_micropython_and_mpremote_works(sim, tmp_path):
     sim.power_cycle()
+    sim.booted()
     r = mpremote(sim, "exec", "import sys; print(sys.implementation.name, 6*7)")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "micropython 42" in r.stdout
@@ -138,6 +138,7 @@ def test_boots_micropython_and_mpremote_works(sim, tmp_path):
 
 def test_files_live_in_the_flash_image_and_survive_power_cycles(sim):
     sim.power_cycle()
+    sim.booted()
     r = mpremote(sim, "fs", "cat", "hello.py")
     assert "hello from flash" in r.stdout
     flash = (sim.state_dir / "flash.bin").read_bytes()
@@ -163,27 +164,31 @@ def test_which_resets_run_boot_py_and_main_py(sim, tmp_path):
     # Ctrl-D at the friendly REPL: "MPY: soft reboot", boot.py and main.py
     out = sim.uart(2.0, send=b"\r\x03\x04")
     assert b"MPY: soft reboot" in out
+    sim.booted()
     assert boot_log(sim) == "bm1"
     # machine.reset() is a hard reset: boot.py and main.py
     boots = sim.state()["boots"]
     mpremote(sim, "resume", "exec", "--no-follow", "import machine; machine.reset()")
-    sim.wait_state(lambda s: s["boots"] > boots and s["mode"] == "firmware")
+    sim.wait_state(lambda s: s["boots"] > boots and s["repl"])
     assert boot_log(sim) == "bm1"
     # the FLASH button pressed just after a reset: main.py sees GPIO0 low (an app's safe mode)
     sim.reset(hold_flash=True)
+    sim.booted()
     assert boot_log(sim) == "bm0"
     sim.set_pin(0, 1)
     sim.power_cycle()
+    sim.booted()
     assert boot_log(sim) == "bm1"
 
 
 def test_ctrl_c_interrupts_main_py(sim, tmp_path):
-    (tmp_path / "main.py").write_text("import time\nwhile True:\n    time.sleep_ms(50)\n")
+    (tmp_path / "main.py").write_text("import time\nprint('main.py running')\nwhile True:\n    time.sleep_ms(50)\n")
     assert mpremote(sim, "fs", "cp", str(tmp_path / "main.py"), ":main.py").returncode == 0
-    sim.power_cycle()
-    time.sleep(1.0)
-    out = sim.uart(1.0, send=b"\x03")
+    out = sim.uart(20, action=sim.power_cycle, until=b"main.py running")
+    assert b"main.py running" in out
+    out = sim.uart(5, send=b"\x03", until=b">>> ", drain=False)
     assert b"KeyboardInterrupt" in out and b">>> " in out
+    sim.booted()  # the start-up carried on to the REPL
     out = sim.uart(1.0, send=b"print(7*6)\r")
     assert b"42" in out
     # Typing into a busy board fills its input; what does not fit is lost, and the board stays responsive.

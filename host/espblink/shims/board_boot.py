@@ -45,4 +45,5 @@ def boot():
         if not hwlink.cfg.get("raw"):
             run("main.py")
     hwlink.send(wdt=0)  # at the REPL the ESP8266 port feeds the watchdog itself
+    hwlink.send(repl=1)  # boot.py and main.py are done: the host can tell the board is idle
     gc.collect()

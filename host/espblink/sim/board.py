@@ -54,6 +54,7 @@ class Board:
         self.master: int | None = None
         self.raw = False
         self.ready = False
+        self.at_repl = False  # the firmware's start-up (boot.py, main.py) has ended: the REPL is idle
         self.pending = b""
         self.reset_request: str | None = None
         self.wdt: tuple[int, float] | None = None
@@ -223,6 +224,7 @@ class Board:
     def _start_firmware(self, cause: int, soft: bool) -> None:
         self.mode = "firmware"
         self.ready = False
+        self.at_repl = False
         self.pending = b""
         self.rom = None
         self.reset_request = None
@@ -318,6 +320,8 @@ class Board:
                 self.wdt = (msg["wdt"], time.monotonic()) if msg["wdt"] else None
             elif "feed" in msg and self.wdt:
                 self.wdt = (self.wdt[0], time.monotonic())
+            elif "repl" in msg:
+                self.at_repl = True
             elif "ready" in msg:
                 self.ready = True
                 pending, self.pending = self.pending, b""
@@ -343,7 +347,8 @@ class Board:
         return out
 
     def state(self) -> dict[str, Any]:
-        return {"power": self.mode != "off", "mode": self.mode, "boots": self.boots, "gpio": self.gpio,
+        return {"power": self.mode != "off", "mode": self.mode, "repl": self.mode == "firmware" and self.at_repl,
+                "boots": self.boots, "gpio": self.gpio,
                 "leds": self.leds(), "wlan": self.wlan, "hostname": self.hostname, "pins": self.pins,
                 **self.info()}
 
