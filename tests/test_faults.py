@@ -14,6 +14,9 @@ from hypothesis import strategies as st
 from device_support import VALID, run_app
 
 DEADLINE = 4.0  # the board's per-request deadline (server.REQUEST_MS)
+# A complete toggle of the blue LED, as the page's script sends it.
+TOGGLE_BLUE = (b"POST /api/leds/blue HTTP/1.1\r\nHost: 192.168.4.1\r\nX-Espblink: 1\r\n"
+               b"Content-Type: application/json\r\nContent-Length: 16\r\n\r\n{\"toggle\": true}")
 
 
 @pytest.fixture(scope="module")
@@ -293,9 +296,7 @@ def test_unfinished_requests_are_closed_at_the_deadline_and_others_are_served(ap
 
 def test_pipelined_requests_get_the_first_answer_and_a_close(app):
     one = b"GET /api/leds HTTP/1.1\r\nHost: 192.168.4.1\r\n\r\n"
-    toggle = (b"POST /api/leds/blue HTTP/1.1\r\nHost: 192.168.4.1\r\nX-Espblink: 1\r\n"
-              b"Content-Type: application/json\r\nContent-Length: 16\r\n\r\n{\"toggle\": true}")
-    for data in (one * 3, toggle + one, toggle + toggle):
+    for data in (one * 3, TOGGLE_BLUE + one, TOGGLE_BLUE + TOGGLE_BLUE):
         before = app.get_json("/api/leds")["leds"]
         out, took = send(app, data)
         assert took < DEADLINE
@@ -310,9 +311,7 @@ def test_soak_10000_requests_with_flat_heap(app):
     req = b"GET /api/leds HTTP/1.1\r\nHost: 192.168.4.1\r\n\r\n"
     for i in range(10_000):
         if i % 5 == 4:
-            out = app.raw(b"POST /api/leds/blue HTTP/1.1\r\nHost: 192.168.4.1\r\nX-Espblink: 1\r\n"
-                          b"Content-Type: application/json\r\n"
-                          b"Content-Length: 16\r\n\r\n{\"toggle\": true}")
+            out = app.raw(TOGGLE_BLUE)
         else:
             out = app.raw(req)
         assert out.startswith(b"HTTP/1.1 200"), out[:100]

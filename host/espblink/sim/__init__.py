@@ -64,6 +64,13 @@ def serve_control(board, state: Path) -> socket.socket:  # noqa: ANN001
     return srv
 
 
+def stop_board(board, ctl: socket.socket, state: Path) -> None:  # noqa: ANN001
+    """Shut down what serve_control() started and the board itself; the control socket goes with them."""
+    ctl.close()
+    board.close()
+    (state / CTL).unlink(missing_ok=True)
+
+
 def control(state: Path, *words: str, timeout: float = 30) -> dict:
     """Send one control command to the board running on `state`; returns its state afterwards."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -116,9 +123,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        ctl.close()
-        board.close()
-        (state / CTL).unlink(missing_ok=True)
+        stop_board(board, ctl, state)
     return 0
 
 

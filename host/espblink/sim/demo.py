@@ -6,7 +6,7 @@ import threading
 from pathlib import Path
 
 from espblink import flash, image, paths, runtime, settings, sync
-from espblink.sim import CTL, serve_control
+from espblink.sim import serve_control, stop_board
 from espblink.sim.board import BOARD_FILES, Board
 
 
@@ -33,9 +33,7 @@ def demo(state: Path, heap: int = runtime.SIM_HEAP, settings_path: Path = settin
     except KeyboardInterrupt:
         pass
     finally:
-        ctl.close()
-        board.close()
-        (state / CTL).unlink(missing_ok=True)
+        stop_board(board, ctl, state)
     return 0
 
 
