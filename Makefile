@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 flash: $(STAMP)
 	$(ESPBLINK) flash $(PORT_ARG) $(if $(FIRMWARE),--firmware '$(FIRMWARE)')
 
+# REPLACE_SETTINGS=1: overwrite settings changed on the board (its settings page) with settings.toml.
 deploy: $(STAMP)
-	$(ESPBLINK) deploy $(PORT_ARG) $(if $(SETTINGS),--settings '$(SETTINGS)')
+	$(ESPBLINK) deploy $(PORT_ARG) $(if $(SETTINGS),--settings '$(SETTINGS)') $(if $(filter 1 yes true,$(REPLACE_SETTINGS)),--replace-settings)
 
 build: $(STAMP)
 	$(ESPBLINK) build

@@ -179,7 +179,7 @@ def test_plan_writes_only_changes_and_runs_boot_and_main_last():
     local = {"app.mpy": b"new", "boot.py": b"b", "main.py": b"m", "config.json": b"{}", "leds.mpy": b"same"}
     board = {"leds.mpy": hashlib.sha256(b"same").hexdigest(), "app.py": "x", "old.mpy": "x", "notes.txt": "x",
              "app.mpy.tmp": "x", "leds.mpy.tmp": "x", "crashes.txt": "x"}
-    p = sync.plan(local, board, previous=["old.mpy", "leds.mpy"])
+    p = sync.plan(local, board, previous=sync.read_manifest("old.mpy\nleds.mpy"))  # an older deploy's list
     assert p.write[-2:] == ["boot.py", "main.py"]
     assert set(p.write) == {"app.mpy", "boot.py", "main.py", "config.json"}
     assert p.unchanged == ["leds.mpy"]

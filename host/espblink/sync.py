@@ -1,6 +1,11 @@
 """`espblink deploy`: settings checked, code built for the board's firmware, only changed files written
 (each under a temporary name, then renamed; boot.py and main.py last), stale files removed, then the
-board restarted and its console read until the app says it serves."""
+board restarted and its console read until the app says it serves.
+
+The board's config.json is settings.toml's, except after someone changed it on the board (its settings
+page): the `.deployed` manifest records the hash of every file the last deploy wrote, so a config.json that
+is neither that one nor the one this deploy would write is kept, and its differences are shown, until
+`--replace-settings`."""
 
 from __future__ import annotations
 
@@ -11,8 +16,10 @@ import io
 import re
 import tempfile
 import time
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import serial
 from mpremote.transport import TransportError, TransportExecError
@@ -21,7 +28,8 @@ from mpremote.transport_serial import SerialTransport
 from espblink import build, ports, qr, settings
 from espblink.errors import UserError
 
-MANIFEST = ".deployed"  # on the board: the files the last deploy wrote
+MANIFEST = ".deployed"  # on the board: the files the last deploy wrote, "name sha256" a line
+CONFIG = "config.json"  # the settings: kept when changed on the board since the last deploy
 LAST = ("boot.py", "main.py")  # the files the board runs by name: written last
 RESET_ON_DEPLOY = ("crashes.txt",)  # the boot-loop guard's count starts again with new code
 # The board's .mpy version: "6.3" from 1.20 on; before that bits 8-9 of _mpy were feature flags, not a
@@ -46,29 +54,93 @@ for _n in os.listdir():
 """
 
 
+Manifest = Mapping[str, str | None]  # file name: sha256 as written (None: an older deploy recorded no hash)
+
+
+def read_manifest(text: str) -> dict[str, str | None]:
+    """The manifest's "name sha256" lines; a deploy before hashes were kept wrote bare names."""
+    out: dict[str, str | None] = {}
+    for line in text.splitlines():
+        words = line.split()
+        if words:
+            out[words[0]] = words[1] if len(words) > 1 else None
+    return out
+
+
+def manifest_text(record: Manifest) -> bytes:
+    return "".join(f"{n} {h}\n" if h else f"{n}\n" for n, h in sorted(record.items())).encode()
+
+
 @dataclass
 class Plan:
     write: list[str] = field(default_factory=list)
     remove: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # changed on the board: left as they are
     bytes: int = 0
+    record: dict[str, str | None] = field(default_factory=dict)  # the manifest this deploy leaves
+    manifest: bool = False  # the record differs from the board's manifest: write it
 
 
-def plan(local: dict[str, bytes], board: dict[str, str], previous: list[str]) -> Plan:
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def plan(local: dict[str, bytes], board: dict[str, str], previous: Manifest, keep: Collection[str] = ()) -> Plan:
     p = Plan()
     for name in sorted(local, key=lambda n: (n in LAST, LAST.index(n) if n in LAST else 0, n)):
-        if board.get(name) == hashlib.sha256(local[name]).hexdigest():
+        digest: str | None = sha256(local[name])
+        if name in keep and name in board:
+            p.kept.append(name)
+            digest = previous.get(name)  # still the file the host last wrote: the board's change stays known
+        elif board.get(name) == digest:
             p.unchanged.append(name)
         else:
             p.write.append(name)
             p.bytes += len(local[name])
+        p.record[name] = digest
+    p.manifest = p.record != dict(previous)
+    written = [*p.write, *([MANIFEST] if p.manifest else [])]
     for name in board:
         shadowing = name.endswith(".py") and name[:-3] + ".mpy" in local  # foo.py is imported before foo.mpy
         # A killed deploy's foo.tmp: rewritten and renamed by this one if foo is written, else stale.
-        stale = name.endswith(".tmp") and name[:-4] not in p.write
+        stale = name.endswith(".tmp") and name[:-4] not in written
         if name not in local and (name in previous or shadowing or stale or name in RESET_ON_DEPLOY):
             p.remove.append(name)
     return p
+
+
+def edited_on_board(name: str, local: dict[str, bytes], board: dict[str, str], previous: Manifest) -> bool:
+    """The board's `name` is neither the file the last deploy wrote nor the one this deploy would write:
+    it was changed on the board. Unknown (False) when no deploy recorded its hash, or it is not there."""
+    recorded, now = previous.get(name), board.get(name)
+    return recorded is not None and now is not None and now not in (recorded, sha256(local[name]))
+
+
+def settings_to_keep(data: bytes, cfg: dict[str, Any], recorded: str | None) -> dict[str, Any] | None:
+    """The board's own settings, from its config.json (data), when a deploy must not overwrite them: valid,
+    and different from both the settings the last deploy wrote (sha256 `recorded`) and cfg, not merely
+    spelled differently (the board writes its JSON its own way). None: nothing to keep."""
+    board_cfg = settings.parse_board(data)
+    if board_cfg is None or settings.digest(board_cfg) == recorded:
+        return None
+    return None if settings.canonical(board_cfg) == settings.canonical(cfg) else board_cfg
+
+
+def explain_kept(board_cfg: dict[str, Any], cfg: dict[str, Any], settings_path: Path) -> str:
+    """Why the board's settings stay, what differs from settings.toml, and the two ways on."""
+    name = settings_path.name
+    other = other_make = ""
+    if settings_path.resolve() != settings.DEFAULT.resolve():
+        other, other_make = f" --settings {settings_path}", f" SETTINGS={settings_path}"
+    lines = [f"settings: {CONFIG} was changed on the board (its settings page) since the last deploy: kept, not "
+             "overwritten.", f"It differs from {name} in:"]
+    lines += [f"  {d}" for d in settings.differences(board_cfg, cfg, name)]
+    lines += [f"To keep the board's settings, copy these changes into {settings_path} (the next deploy then finds "
+              "them equal);",
+              f"to replace them with {name} instead: espblink deploy{other} --replace-settings "
+              f"(or make deploy{other_make} REPLACE_SETTINGS=1)."]
+    return "\n".join(lines)
 
 
 def open_board(port: str) -> SerialTransport:
@@ -89,26 +161,41 @@ def open_board(port: str) -> SerialTransport:
                     "(or press RST and try again)")
 
 
-def probe(t: SerialTransport) -> tuple[str, dict[str, str], list[str]]:
+def probe(t: SerialTransport) -> tuple[str, dict[str, str], dict[str, str | None]]:
     lines = t.exec(PROBE).decode().split()
     mpy, rest = lines[0], lines[1:]
     files = dict(zip(rest[0::2], rest[1::2], strict=True))
-    previous = []
+    previous = {}
     if MANIFEST in files:
-        previous = t.fs_readfile(MANIFEST).decode().split()
+        previous = read_manifest(t.fs_readfile(MANIFEST).decode(errors="replace"))
     return mpy, files, previous
+
+
+def board_settings(t: SerialTransport, local: dict[str, bytes], board: dict[str, str], previous: Manifest,
+                   cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """The board's settings when they were changed on the board and must be kept (read only then)."""
+    if not edited_on_board(CONFIG, local, board, previous):
+        return None
+    data = t.fs_readfile(CONFIG)
+    if settings.parse_board(data) is None:
+        print(f"settings: the board's {CONFIG} is not valid settings (the board runs on defaults): replaced")
+    return settings_to_keep(data, cfg, previous.get(CONFIG))
 
 
 def write(t: SerialTransport, local: dict[str, bytes], p: Plan) -> None:
     for i, name in enumerate(p.write, 1):
         print(f"  [{i}/{len(p.write)}] {name} ({len(local[name])} bytes)")
         t.fs_writefile(name + ".tmp", local[name], chunk_size=1024)
-    # Every new file is on the board: now swap them in, the files the board runs by name last.
+    if p.manifest:
+        t.fs_writefile(MANIFEST + ".tmp", manifest_text(p.record))
+    # Every new file is on the board: now swap them in, the files the board runs by name last, and the
+    # manifest in the same script, so it never records a config.json the board does not have.
     script = ["import os"]
     script += [f"os.rename({n + '.tmp'!r}, {n!r})" for n in p.write]
     script += [f"os.remove({n!r})" for n in p.remove]
+    if p.manifest:
+        script.append(f"os.rename({MANIFEST + '.tmp'!r}, {MANIFEST!r})")
     t.exec("\n".join(script))
-    t.fs_writefile(MANIFEST, "\n".join(sorted(local)).encode())
 
 
 def leave_raw_repl(t: SerialTransport) -> None:
@@ -181,17 +268,32 @@ def build_for_board(mpy: str, cfg: dict) -> dict[str, bytes]:
     return local
 
 
-def deploy(port: str | None, settings_path: Path = settings.DEFAULT) -> Plan:
+def settings_page(url: str, running: dict[str, Any], cfg: dict[str, Any], settings_path: Path) -> str:
+    """The line about the board's settings page: its address and admin password, or that it is off."""
+    password = running.get("admin_password", "")
+    if not password:
+        return (f"settings page: off (admin_password is empty); to turn it on, set admin_password in "
+                f"{settings_path} (8 to 64 characters) and deploy again")
+    page = url.rstrip("/") + "/settings"
+    if password != cfg.get("admin_password"):
+        return f"settings page: {page} (admin password: the board's own, not the one in {settings_path.name})"
+    return f"settings page: {page} (admin password: {password})"
+
+
+def deploy(port: str | None, settings_path: Path = settings.DEFAULT, replace_settings: bool = False) -> Plan:
     cfg = settings.load(settings_path)  # invalid settings stop here, before the board is touched
     port = ports.detect(port)
     t = open_board(port)
     try:
         mpy, board_files, previous = probe(t)
         local = build_for_board(mpy, cfg)
-        p = plan(local, board_files, previous)
+        board_cfg = None if replace_settings else board_settings(t, local, board_files, previous, cfg)
+        p = plan(local, board_files, previous, keep=[CONFIG] if board_cfg else [])
         print(f"deploy to {port}: {len(p.write)} to write ({p.bytes} bytes), {len(p.remove)} to remove, "
-              f"{len(p.unchanged)} unchanged")
-        if p.write or p.remove:
+              f"{len(p.unchanged)} unchanged" + (f", {len(p.kept)} kept ({', '.join(p.kept)})" if p.kept else ""))
+        if board_cfg:
+            print(explain_kept(board_cfg, cfg, settings_path))
+        if p.write or p.remove or p.manifest:
             write(t, local, p)
         leave_raw_repl(t)
     except TransportExecError as e:
@@ -199,15 +301,22 @@ def deploy(port: str | None, settings_path: Path = settings.DEFAULT) -> Plan:
     finally:
         t.close()
     url, ssid = restart_and_watch(port)
-    print(f"the app is running. Join Wi-Fi {ssid!r} (key in {settings_path.name}) and open {url}")
-    key = cfg.get("ap_key")
+    running = board_cfg or cfg  # the settings the board runs with
+    key = running.get("ap_key")
+    where = f"in {settings_path.name}"
+    if key != cfg.get("ap_key"):
+        where = f"set on the board, not the one {where}"
+    print(f"the app is running. Join Wi-Fi {ssid!r} (key {where}) and open {url}")
     if key:
         print(qr.terminal(ssid, key))
+    print(settings_page(url, running, cfg, settings_path))
+    if board_cfg:
+        print(f"settings: the board runs on its own settings, not {settings_path.name}'s (see above)")
     return p
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    deploy(args.port, Path(args.settings))
+    deploy(args.port, Path(args.settings), replace_settings=args.replace_settings)
     return 0
 
 
@@ -215,6 +324,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("deploy", help="build for the board's firmware and copy what changed; restart and check")
     p.add_argument("--port", help="serial port or URL (default: the one NodeMCU found)")
     p.add_argument("--settings", default=str(settings.DEFAULT), help="settings file (default: settings.toml)")
+    p.add_argument("--replace-settings", action="store_true",
+                   help="overwrite the board's config.json with the settings file even if it was changed on the "
+                   "board (its settings page) since the last deploy; without it such a config.json is kept")
     p.set_defaults(func=cmd_deploy)
 
 
