@@ -37,6 +37,13 @@ def load():
     warning = None
     cfg = None
     try:
+        os.stat(PATH)
+    except OSError:
+        try:  # power lost as the settings page replaced config.json: the new one was complete
+            os.rename(PATH + ".tmp", PATH)
+        except OSError:
+            pass
+    try:
         with open(PATH) as f:
             cfg = json.load(f)
     except OSError:

@@ -13,13 +13,14 @@ ANSWER = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04"
 
 
 class DNS:
-    def __init__(self, ip, port=53):
+    def __init__(self, ip, port=53, buf=None):
         parts = ip.split(".")
         if len(parts) != 4 or not all(p.isdigit() and int(p) < 256 for p in parts):
             raise ValueError("DNS needs the board's IPv4 address, like 192.168.4.1, not %r" % ip)
         self.ip = bytes(int(p) for p in parts)
-        # The reply is built in this one buffer: the question copied back, then the answer.
-        self.buf = bytearray(QUERY_MAX + len(ANSWER) + 4)
+        # The reply is built in one buffer (the caller's, when it has one to share): the question copied
+        # back, then the answer.
+        self.buf = buf or bytearray(QUERY_MAX + len(ANSWER) + 4)
         self.mv = memoryview(self.buf)
         self.answered = 0
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -72,5 +72,6 @@ def write_json(w, leds):
 
 
 def write_led(w, led):
-    w(b'{"name":"%s","gpio":%d,"on":%s,"blink_ms":%d}' % (
-        led.name, led.gpio, b"true" if led.is_on() else b"false", led.blink_ms))
+    w(b'{"name":"')
+    w(led.name)
+    w(b'","gpio":%d,"on":%s,"blink_ms":%d}' % (led.gpio, b"true" if led.is_on() else b"false", led.blink_ms))

@@ -1,3 +1,10 @@
-import app
+import sys
 
-app.start()
+import startup
+
+boot = startup.run()  # None: safe mode, or too many crashes in a row; the REPL is free
+del startup, sys.modules["startup"]
+if boot:
+    import app
+
+    app.start(*boot)

@@ -7,6 +7,7 @@ import socket
 import time
 
 BODY_MAX = 256
+LONG_BODY_MAX = 768  # for the one path that takes more: the settings page's JSON at its longest
 REQUEST_MS = 4000
 WRITE_S = 1  # the most one write may wait for a slow reader; the watchdog bites after 3.2 s
 JSON = b"application/json"
@@ -17,23 +18,39 @@ FORBIDDEN = b"403 Forbidden"
 KEEP = (b"host", b"content-type", b"content-length", b"accept-encoding", b"origin",
         b"x-espblink", b"transfer-encoding")
 
-_chunk = bytearray(512)
+# Response heads and file pieces are put together here; the DNS responder builds its replies in it too
+# (never at the same time: both run to the end from the loop).
+scratch = bytearray(512)
 watchdog = None  # the app's machine.WDT: fed between the writes of a long answer
 
 
 class HttpError(Exception):
-    # args: status line (b"400 Bad Request"), short text for the body, optional extra header lines
+    # args: status line (b"400 Bad Request"), short text for the body (str: a message costs no heap
+    # object then), optional extra header lines
     pass
 
 
 class Request:
-    def __init__(self, sock, method, path, query, headers):
-        self.sock = sock
-        self.method = method
-        self.path = path
-        self.query = query
-        self.headers = headers
+    # One per client slot, made once and refilled by parse(): a request allocates no object of its own.
+    # headers holds every name in KEEP; b"" when the request did not send it. An answer is put together
+    # in the slot's buffer (the request in it has been read by then) and sent with send_built().
+    def __init__(self, buf):
+        self.sock = self.method = self.path = self.query = None
         self.body = b""
+        self.buf = buf
+        self.n = 0
+        self.headers = {}
+        for k in KEEP:
+            self.headers[k] = b""
+
+    def put(self, part):
+        if isinstance(part, str):
+            part = part.encode()
+        n = self.n + len(part)
+        if n > len(self.buf):
+            raise HttpError(b"500 Internal Server Error", "answer longer than 1 KiB")
+        self.buf[self.n:n] = part
+        self.n = n
 
 
 def _visible(s):
@@ -43,19 +60,21 @@ def _visible(s):
     return True
 
 
-def parse(sock, buf, end):
-    # The request line and headers are read in place from the client's buffer: only the pieces kept
-    # are copied. Returns a Request or raises HttpError.
+def parse(req, sock, buf, end):
+    # The request line and headers are read in place from the client's buffer into req: only the pieces
+    # kept are copied. Returns req or raises HttpError.
     nl = buf.find(b"\r\n", 0, end)
     if nl < 0:
         nl = end
     parts = bytes(buf[:nl]).split(b" ")
     if len(parts) != 3 or parts[2] not in (b"HTTP/1.0", b"HTTP/1.1"):
-        raise HttpError(BAD, b"malformed request line")
+        raise HttpError(BAD, "malformed request line")
     path, _, query = parts[1].partition(b"?")
     if path[:1] != b"/" or b"/." in path or b"\\" in path or not _visible(path):
-        raise HttpError(BAD, b"the target must be a plain path")
-    headers = {}
+        raise HttpError(BAD, "the target must be a plain path")
+    headers = req.headers
+    for k in KEEP:
+        headers[k] = b""
     pos = nl + 2
     while pos < end:
         nl = buf.find(b"\r\n", pos, end)
@@ -63,26 +82,28 @@ def parse(sock, buf, end):
             nl = end
         colon = buf.find(b":", pos, nl)
         if colon <= pos or buf[colon - 1] in b" \t" or buf[pos] in b" \t":
-            raise HttpError(BAD, b"malformed header line")
+            raise HttpError(BAD, "malformed header line")
         if colon - pos <= 17:  # no header we keep has a longer name
             k = bytes(buf[pos:colon]).lower()
             if k in KEEP:
                 v = bytes(buf[colon + 1:nl]).strip()
-                if headers.get(k, v) != v:
-                    raise HttpError(BAD, b"conflicting repeated header")
+                if headers[k] and headers[k] != v:
+                    raise HttpError(BAD, "conflicting repeated header")
                 headers[k] = v
         pos = nl + 2
-    return Request(sock, parts[0], path, query, headers)
+    req.sock, req.method, req.path, req.query, req.body, req.n = sock, parts[0], path, query, b"", 0
+    return req
 
 
-def body_length(req):
-    if b"transfer-encoding" in req.headers:
-        raise HttpError(b"411 Length Required", b"chunked bodies are not accepted; send Content-Length")
-    n = req.headers.get(b"content-length", b"0")
+def body_length(req, long_path=None):
+    if req.headers[b"transfer-encoding"]:
+        raise HttpError(b"411 Length Required", "chunked bodies are not accepted; send Content-Length")
+    n = req.headers[b"content-length"] or b"0"
     if not n.isdigit() or len(n) > 6:
-        raise HttpError(BAD, b"bad Content-Length")
-    if int(n) > BODY_MAX:
-        raise HttpError(b"413 Content Too Large", b"body over 256 bytes")
+        raise HttpError(BAD, "bad Content-Length")
+    limit = LONG_BODY_MAX if req.path == long_path else BODY_MAX
+    if int(n) > limit:
+        raise HttpError(b"413 Content Too Large", "body over %d bytes" % limit)
     return int(n)
 
 
@@ -97,11 +118,11 @@ def start(sock, status, ctype, length, extra=b""):
     n = _put(n, b"\r\nConnection: close\r\nCache-Control: no-store\r\n")
     n = _put(n, extra)
     n = _put(n, b"\r\n")
-    sock.write(memoryview(_chunk)[:n])
+    sock.write(memoryview(scratch)[:n])
 
 
 def _put(n, part):
-    _chunk[n:n + len(part)] = part
+    scratch[n:n + len(part)] = part
     return n + len(part)
 
 
@@ -112,13 +133,20 @@ def send(sock, status, body=b"", ctype=TEXT, extra=b""):
 
 
 def send_parts(sock, status, parts, ctype):
-    # A body made of pieces of a few hundred bytes at most: it never needs one large free block.
+    # parts() gives the body in pieces of a few hundred bytes, the same each time it is called: once to
+    # count them, once to send them, so the body never needs one large block of heap.
     n = 0
-    for part in parts:
+    for part in parts():
         n += len(part)
     start(sock, status, ctype, n)
-    for part in parts:
+    for part in parts():
         sock.write(part)
+
+
+def send_built(req, status, ctype):
+    # Sends what req.put() put together.
+    start(req.sock, status, ctype, req.n)
+    req.sock.write(memoryview(req.buf)[:req.n])
 
 
 def send_file(sock, f, ctype, extra=b""):
@@ -127,22 +155,24 @@ def send_file(sock, f, ctype, extra=b""):
         f.seek(0, 2)
         start(sock, b"200 OK", ctype, f.tell(), extra)
         f.seek(0)
-        mv = memoryview(_chunk)
-        n = f.readinto(_chunk)
+        mv = memoryview(scratch)
+        n = f.readinto(scratch)
         while n:
             if watchdog:
                 watchdog.feed()
             sock.write(mv[:n])
-            n = f.readinto(_chunk)
+            n = f.readinto(scratch)
 
 
 class Server:
-    def __init__(self, routes, buffers, port=80):
-        # routes: (method, path, handler); a path ending in "*" matches that prefix plus at least one byte.
+    def __init__(self, handle, buffers, port=80, long_path=None):
+        # handle(req): answers a parsed request (or raises HttpError). long_path: the path whose body may
+        # be up to LONG_BODY_MAX bytes.
         # buffers: one bytearray per client (its size caps request line plus headers), allocated by the
         # caller while the heap is still in one piece. A client's state is a list kept with its buffer
         # and reused, so a connection allocates little more than its socket.
-        self.routes = routes
+        self.handle = handle
+        self.long_path = long_path
         self.poll = select.poll()
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -150,8 +180,9 @@ class Server:
         self.listener.listen(len(buffers))
         self.listener.setblocking(False)
         self.poll.register(self.listener, select.POLLIN)
-        self.free = [[b, 0, 0, 0, None] for b in buffers]
-        self.clients = {}  # socket -> [buffer, bytes in it, deadline, body length, Request or None]
+        self.free = [[b, 0, 0, 0, None, Request(b)] for b in buffers]
+        # socket -> [buffer, bytes in it, deadline, body length, parsed Request or None, the slot's Request]
+        self.clients = {}
         self.others = {}  # socket -> handler, for other sockets served from this loop (DNS)
         self.served = 0
 
@@ -175,7 +206,7 @@ class Server:
         for s in self.clients:
             if time.ticks_diff(now, self.clients[s][2]) >= 0:
                 if self.clients[s][1]:
-                    self.finish(s, HttpError(b"408 Request Timeout", b"request not completed in time"))
+                    self.finish(s, HttpError(b"408 Request Timeout", "request not completed in time"))
                 else:
                     self.close(s)
                 break
@@ -200,7 +231,10 @@ class Server:
 
     def close(self, s):
         c = self.clients.pop(s)
-        c[4] = None
+        req = c[5]
+        c[4] = req.sock = req.body = req.path = req.query = None
+        for k in KEEP:  # what the request sent goes back to the heap now, not when the slot is next used
+            req.headers[k] = b""
         self.free.append(c)
         self.poll.unregister(s)
         s.close()
@@ -223,17 +257,18 @@ class Server:
                 end = buf.find(b"\r\n\r\n", 0, c[1])
                 if end < 0:
                     if c[1] == len(buf):
-                        raise HttpError(b"431 Request Header Fields Too Large", b"request head over 1 KiB")
+                        raise HttpError(b"431 Request Header Fields Too Large", "request head over 1 KiB")
                     return
-                c[4] = parse(s, buf, end)
-                c[3] = body_length(c[4])
+                c[4] = parse(c[5], s, buf, end)
+                c[3] = body_length(c[4], self.long_path)
                 rest = c[1] - end - 4
-                buf[:rest] = buf[end + 4:c[1]]
+                buf[:rest] = memoryview(buf)[end + 4:c[1]]  # moved in place, not copied
                 c[1] = rest
             if c[1] < c[3]:
                 return
-            c[4].body = bytes(buf[:c[3]])
-            self.dispatch(c[4])
+            c[4].body = memoryview(buf)[:c[3]]  # a route that reads it copies it: most do not
+            s.settimeout(WRITE_S)
+            self.handle(c[4])
         except Exception as e:
             self.finish(s, e)
             return
@@ -246,7 +281,10 @@ class Server:
         try:
             s.settimeout(WRITE_S)
             if isinstance(e, HttpError):
-                send(s, e.args[0], e.args[1] + b"\n", TEXT, e.args[2] if len(e.args) > 2 else b"")
+                msg = e.args[1].encode()  # its length in bytes: it may quote what the client sent
+                start(s, e.args[0], TEXT, len(msg) + 1, e.args[2] if len(e.args) > 2 else b"")
+                s.write(msg)
+                s.write(b"\n")
             elif not isinstance(e, OSError):
                 print("espblink: handler error:", repr(e))
                 send(s, b"500 Internal Server Error", b"internal error\n")
@@ -254,17 +292,3 @@ class Server:
             pass
         self.close(s)
         gc.collect()
-
-    def dispatch(self, req):
-        allowed = b""
-        p = req.path
-        for method, path, fn in self.routes:
-            if path == p or (path[-1:] == b"*" and p.startswith(path[:-1]) and len(p) >= len(path)):
-                if method == req.method:
-                    req.sock.settimeout(WRITE_S)
-                    fn(req)
-                    return
-                allowed += (b", " if allowed else b"") + method
-        if allowed:
-            raise HttpError(b"405 Method Not Allowed", b"allowed: " + allowed, b"Allow: %s\r\n" % allowed)
-        raise HttpError(b"404 Not Found", b"not found")

@@ -230,7 +230,7 @@ def test_watchdog_resets_count_as_crashes(tmp_path):
             link.close()
     assert "serving http://" in outputs[0] and "serving http://" in outputs[1]
     assert "crashed 3 times in a row, so it no longer starts by itself" in outputs[2]
-    assert "app.clear()" in outputs[2]
+    assert "startup.clear()" in outputs[2]
 
 
 def test_half_sent_requests_held_open_cost_no_answers_in_40000_bytes(tmp_path):

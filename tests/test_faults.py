@@ -194,7 +194,8 @@ def test_odd_requests_on_real_routes_never_get_a_server_error(app):
         out, took = send(app, data)
         assert took < DEADLINE + 2, f"hung {took:.1f}s on {data[:80]!r}"
         status = out[9:12]
-        assert status in (b"200", b"303") or status[:1] == b"4", (data[:300], out[:300], app.lines[-3:])
+        # 302: a Host that is not the board's is sent to the board's address (the captive portal).
+        assert status in (b"200", b"302", b"303") or status[:1] == b"4", (data[:300], out[:300], app.lines[-3:])
         assert b"Content-Length: " in out, out[:200]
         seen[status] = seen.get(status, 0) + 1
 

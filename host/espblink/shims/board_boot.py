@@ -10,6 +10,8 @@ import hwlink
 import machine  # noqa: F401
 import network  # noqa: F401
 
+hwlink.qstr_room()
+
 
 def run(name):
     try:

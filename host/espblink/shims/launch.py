@@ -6,6 +6,9 @@ sys.path.append("/lib")
 import esp  # noqa: E402  (the shims load first, as built-ins do on the board)
 import machine  # noqa: E402,F401
 import network  # noqa: E402,F401
+import hwlink  # noqa: E402
+
+hwlink.qstr_room()
 
 
 def _run(name):

@@ -1,0 +1,102 @@
+# The settings page and its API, loaded only while they answer. A change is applied to config.json as
+# stored, checked with the same rules as the host's, written under a temporary name and renamed over
+# it; the board then restarts to use it.
+import gc
+import json
+import os
+import time
+
+import app
+import rules
+import server
+
+PATH = "config.json"
+FIELDS = ("ap_ssid", "ap_key", "wifi_ssid", "wifi_key", "leds")
+WRONG_ADMIN_MS = 3000  # one admin password guess per 3 s
+RESTART_MS = 1000  # time for the answer to reach the phone before the board restarts
+
+
+def handle(req):
+    if req.path == b"/settings":
+        app.send_page(req, "settings.html.gz")
+    elif req.method == b"GET":
+        app.same_site(req)
+        send_settings(req, app.cfg)
+    else:
+        app.same_site(req, {})
+        save(req, app.cfg)
+
+
+def send_settings(req, cfg):
+    w = req.put
+    w(b'{"admin":true,' if cfg["admin_password"] else b'{"admin":false,')
+    w(b'"ap_ssid":')
+    w(json.dumps(cfg["ap_ssid"]))
+    w(b',"wifi_ssid":')
+    w(json.dumps(cfg["wifi_ssid"]))
+    w(b',"hostname":"%s","leds":[' % cfg["hostname"])
+    for i, led in enumerate(app.lights):
+        w(b'%s{"name":"%s","gpio":%d}' % (b"," if i else b"", led.name, led.gpio))
+    w(b"]}")
+    server.send_built(req, b"200 OK", server.JSON)
+
+
+def check_admin(d, cfg):
+    if not cfg["admin_password"]:
+        raise server.HttpError(server.FORBIDDEN, "admin: the settings page is off: set admin_password in "
+                                                 "settings.toml and run make deploy")
+    now = time.ticks_ms()
+    if time.ticks_diff(app.admin_wait, now) > 0:
+        raise server.HttpError(b"429 Too Many Requests", "admin: wait a few seconds before the next try",
+                               b"Retry-After: 3\r\n")
+    if d.pop("admin", None) != cfg["admin_password"]:
+        app.admin_wait = time.ticks_add(now, WRONG_ADMIN_MS)
+        raise server.HttpError(server.FORBIDDEN, "admin: wrong admin password (it is in settings.toml)")
+
+
+def save(req, running):
+    # A key field left empty keeps its key; a field equal to the running value leaves the stored one
+    # (which may be empty: "automatic") alone.
+    try:
+        d = json.loads(bytes(req.body))
+    except ValueError:
+        raise server.HttpError(server.BAD, "body is not JSON")
+    if not isinstance(d, dict):
+        raise server.HttpError(server.BAD, "body must be a JSON object")
+    check_admin(d, running)
+    errs = []
+    for k in d:
+        if k not in FIELDS:
+            errs.append("%s: not a setting the settings page changes" % k)
+    try:
+        with open(PATH) as f:
+            cfg = json.load(f)
+    except (OSError, ValueError):
+        raise server.HttpError(b"409 Conflict", "config.json is missing or corrupt on the board: run make deploy")
+    for k in ("ap_ssid", "wifi_ssid"):
+        if k in d and d[k] != running[k]:
+            cfg[k] = d[k]
+    if cfg.get("wifi_ssid", "") != running["wifi_ssid"] or not cfg.get("wifi_ssid"):
+        cfg["wifi_key"] = ""  # another home network, or none: the old network's key is not for it
+    for k in ("ap_key", "wifi_key"):
+        if d.get(k):
+            cfg[k] = d[k]
+    names = d.get("leds")
+    if names is not None:
+        leds = cfg.get("leds", rules.default_leds())
+        if not isinstance(names, list) or len(names) != len(leds):
+            errs.append("leds: send one name for each of the %d LEDs" % len(leds))
+        else:
+            for i in range(len(leds)):
+                leds[i]["name"] = names[i]
+            cfg["leds"] = leds
+    errs.extend(rules.check(cfg))
+    if errs:
+        raise server.HttpError(server.BAD, "\n".join(errs))
+    with open(PATH + ".tmp", "w") as f:
+        json.dump(cfg, f)
+    os.rename(PATH + ".tmp", PATH)
+    gc.collect()
+    server.send(req.sock, b"200 OK", b'{"restart_ms":%d}' % RESTART_MS, server.JSON)
+    print("espblink: settings saved from the settings page; restarting")
+    app.restart_at = time.ticks_add(time.ticks_ms(), RESTART_MS)
