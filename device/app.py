@@ -228,12 +228,15 @@ def status(req):
 def settings(req):
     # The settings page and its API are loaded for the request and unloaded after it (with the rules).
     gc.collect()
-    import settings
-
     try:
+        import settings
+
         settings.handle(req)
+    except MemoryError:
+        raise server.HttpError(b"503 Service Unavailable", "not enough free memory on the board for the settings "
+                               "page now; try again in a moment", b"Retry-After: 5\r\n")
     finally:
-        del sys.modules["settings"]
+        sys.modules.pop("settings", None)
         sys.modules.pop("rules", None)
 
 

@@ -7,7 +7,6 @@ import os
 import time
 
 import app
-import rules
 import server
 
 PATH = "config.json"
@@ -64,6 +63,7 @@ def save(req, running):
     if not isinstance(d, dict):
         raise server.HttpError(server.BAD, "body must be a JSON object")
     check_admin(d, running)
+    import rules  # only now: the page and a refused password do not need it
     errs = []
     for k in d:
         if k not in FIELDS:
