@@ -329,6 +329,11 @@ class Board:
                     self.uart_in(pending)
             elif "reset" in msg:
                 self.reset_request = "hard" if msg["reset"] in ("hard", "deepsleep") else "soft"
+                # The shim ends its MicroPython with SystemExit, but `micropython -i` takes that to its REPL:
+                # the chip resets now, before its watchdog could bite.
+                if self.proc and msg["reset"] != "soft":
+                    self.wdt = None
+                    self.proc.kill()
             self._write_state()
 
     def _watchdog(self) -> None:
