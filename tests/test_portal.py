@@ -95,22 +95,18 @@ def restarted(board, boots: int, until, timeout: float = 40) -> dict:  # noqa: A
 
 
 @pytest.fixture
-def phone(board):  # noqa: ANN001
+def phone(board, pw):  # noqa: ANN001
     """A phone's browser whose DNS is the board's: every name the board answers for leads to it."""
-    from playwright.sync_api import sync_playwright
-
     port = urlsplit(board.http).port
     names = [urlsplit(u).hostname for u in CHECKS]
     # Chromium cannot be pointed at a DNS server on another port: each name the board's DNS answers with
     # the board's address, and that address, go to where the virtual board listens.
     assert {address_of(board, n) for n in names} == {BOARD_IP}
     rules = [f"MAP {n} 127.0.0.1:{port}" for n in [*names, BOARD_IP]]
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                              args=[*CHROMIUM_ARGS, "--host-resolver-rules=" + ", ".join(rules)])
-        ctx = b.new_context(**PHONE)
-        yield ctx.new_page()
-        b.close()
+    b = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                           args=[*CHROMIUM_ARGS, "--host-resolver-rules=" + ", ".join(rules)])
+    yield b.new_context(**PHONE).new_page()
+    b.close()
 
 
 def test_the_boards_dns_answers_every_name_with_the_board(board):
