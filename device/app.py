@@ -14,8 +14,10 @@ CRASHES = "crashes.txt"
 STABLE_MS = 30000
 # Where phones check that they are online (Android, Apple, Windows, Firefox): answered with the page.
 # Word lists in one bytes object each: a tuple of short bytes would cost a heap object per entry.
-CHECKS = b" /generate_204 /gen_204 /hotspot-detect.html /library/test/success.html /connecttest.txt /ncsi.txt" \
-         b" /redirect /canonical.html /success.txt "
+# (A phone asks by name, and any name that is not the board's is redirected anyway: this list is for
+# the paths asked at the board's own address.)
+CHECKS = b" /generate_204 /hotspot-detect.html /connecttest.txt /ncsi.txt "
+CROSS_SITE = "cross-site request refused"
 LOCAL = b" .local .lan .home .localdomain .fritz.box "  # the board's name as a router's DNS may add to it
 CAUSES = "power-on,watchdog,exception,soft watchdog,soft reset,deep sleep,hard reset"  # by machine.reset_cause()
 
@@ -31,7 +33,7 @@ admin_wait = 0  # the settings page takes no admin password before this time (ti
 restart_at = None  # set by the settings page: the board restarts then
 
 
-def send_page(req, name):
+def page(req, name="page.html.gz"):
     # The pages are stored gzip-compressed; a client that cannot inflate them gets the plain page at /leds.
     if b"gzip" not in req.headers.get(b"accept-encoding", b""):
         server.send(req.sock, b"303 See Other", b"", server.TEXT, b"Location: /leds\r\nVary: Accept-Encoding\r\n")
@@ -41,10 +43,6 @@ def send_page(req, name):
     except OSError:
         raise server.HttpError(b"500 Internal Server Error", "%s missing: run make deploy; page: /leds" % name)
     server.send_file(req.sock, f, server.HTML, b"Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n")
-
-
-def page(req):
-    send_page(req, "page.html.gz")
 
 
 def _nojs_parts():
@@ -127,11 +125,11 @@ def same_site(req, form=None):
     # form's per-boot token.
     origin = req.headers[b"origin"]
     if origin and origin.split(b"//")[-1] != req.headers[b"host"]:
-        raise server.HttpError(server.FORBIDDEN, "cross-site request refused")
+        raise server.HttpError(server.FORBIDDEN, CROSS_SITE)
     if form is None:
         return
     if req.headers.get(b"x-espblink") != b"1" and form.get(b"t") != token:
-        raise server.HttpError(server.FORBIDDEN, "cross-site request refused")
+        raise server.HttpError(server.FORBIDDEN, CROSS_SITE)
 
 
 def post_led(req):

@@ -71,6 +71,3 @@ class DNS:
         buf[end:end + 12] = ANSWER
         buf[end + 12:end + 16] = self.ip
         return end + 16
-
-    def close(self):
-        self.sock.close()

@@ -1,9 +1,11 @@
+import gc
 import sys
 
 import startup
 
 boot = startup.run()  # None: safe mode, or too many crashes in a row; the REPL is free
 del startup, sys.modules["startup"]
+gc.collect()  # what the start-up left is freed before the app loads into it
 if boot:
     import app
 

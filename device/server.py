@@ -53,13 +53,6 @@ class Request:
         self.n = n
 
 
-def _visible(s):
-    for c in s:
-        if c <= 32 or c >= 127:
-            return False
-    return True
-
-
 def parse(req, sock, buf, end):
     # The request line and headers are read in place from the client's buffer into req: only the pieces
     # kept are copied. Returns req or raises HttpError.
@@ -70,7 +63,10 @@ def parse(req, sock, buf, end):
     if len(parts) != 3 or parts[2] not in (b"HTTP/1.0", b"HTTP/1.1"):
         raise HttpError(BAD, "malformed request line")
     path, _, query = parts[1].partition(b"?")
-    if path[:1] != b"/" or b"/." in path or b"\\" in path or not _visible(path):
+    bad = path[:1] != b"/" or b"/." in path or b"\\" in path
+    for c in path:
+        bad = bad or c <= 32 or c >= 127
+    if bad:
         raise HttpError(BAD, "the target must be a plain path")
     headers = req.headers
     for k in KEEP:

@@ -17,7 +17,7 @@ RESTART_MS = 1000  # time for the answer to reach the phone before the board res
 
 def handle(req):
     if req.path == b"/settings":
-        app.send_page(req, "settings.html.gz")
+        app.page(req, "settings.html.gz")
     elif req.method == b"GET":
         app.same_site(req)
         send_settings(req, app.cfg)

@@ -109,7 +109,7 @@ def test_power_lost_while_the_settings_were_renamed_into_place(tmp_path):
     ("captive.apple.com", "/hotspot-detect.html"),  # iPhone, Mac
     ("www.msftconnecttest.com", "/connecttest.txt"),  # Windows
     ("www.msftncsi.com", "/ncsi.txt"),
-    ("detectportal.firefox.com", "/canonical.html"),
+    ("detectportal.firefox.com", "/canonical.html"),  # Firefox, by name
     ("192.168.4.1", "/generate_204"),
     ("example.com", "/any/page?x=1"),  # whatever the phone asks for by name
 ])

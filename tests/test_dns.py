@@ -45,7 +45,7 @@ while True:
         if ev[0] is d.sock:
             d.handle()
         elif not sys.stdin.readline():
-            d.close()
+            d.sock.close()
             sys.exit(0)
         else:
             gc.collect()

@@ -217,3 +217,13 @@ def test_a_lost_home_link_brings_the_access_point_back(board):
     assert s["wlan"]["ap"]["ssid"] == "Kitchen lights"
     st = status(board)
     assert st["wifi"]["mode"] == "ap" and st["wifi"]["home_problem"] == "link lost"
+
+
+def test_after_a_fallback_the_home_network_is_joined_again_in_the_background(board):
+    # The network is back in range (the sim drops the link once): the next try, 60 s after the fallback,
+    # joins it, and the board's access point goes off again.
+    s = board.wait_state(lambda s: s["wlan"].get("sta", {}).get("status") == 5
+                         and not s["wlan"]["ap"]["active"], timeout=90)
+    assert s["wlan"]["sta"]["ip"] == "192.168.1.50"
+    st = status(board)
+    assert st["wifi"]["mode"] == "sta" and st["wifi"]["home_problem"] is None
