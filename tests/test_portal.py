@@ -179,8 +179,9 @@ def test_settings_page_renames_the_access_point_after_a_restart(board, phone):
     done = phone.locator("#done")
     done.filter(has_text="restarting").wait_for(timeout=10000)
     assert "Kitchen lights" in done.inner_text()
-    s = restarted(board, boots, lambda s: s["wlan"].get("ap", {}).get("active"))
-    assert s["wlan"]["ap"]["ssid"] == "Kitchen lights"
+    # (The access point is switched on, then configured: two reports, so the wait is for both.)
+    s = restarted(board, boots, lambda s: s["wlan"].get("ap", {}).get("active")
+                  and s["wlan"]["ap"]["ssid"] == "Kitchen lights")
     assert s["wlan"]["ap"]["key"] == board.cfg["ap_key"] and s["wlan"]["ap"]["security"] == 3
     with urllib.request.urlopen(board.http + "api/leds", timeout=5) as r:
         assert [led["name"] for led in json.loads(r.read())["leds"]] == ["desk", "red"]
@@ -191,6 +192,7 @@ def test_home_wifi_with_a_wrong_key_falls_back_to_the_access_point(board):
     t0 = time.monotonic()
     assert save_settings(board, wifi_ssid=HOME, wifi_key="wrong key 99")[0] == 200
     s = restarted(board, boots, lambda s: s["wlan"].get("ap", {}).get("active")
+                  and s["wlan"]["ap"]["ssid"] == "Kitchen lights"
                   and s["wlan"].get("sta", {}).get("status") is not None)
     assert time.monotonic() - t0 < 15 + 10  # the join timeout, plus the restart
     st = status(board)
@@ -213,8 +215,8 @@ def test_home_wifi_joined_serves_there_under_the_boards_name(board, phone):
 
 def test_a_lost_home_link_brings_the_access_point_back(board):
     board.ctl("sta-drop")
-    s = board.wait_state(lambda s: s["wlan"].get("ap", {}).get("active"), timeout=10)
-    assert s["wlan"]["ap"]["ssid"] == "Kitchen lights"
+    board.wait_state(lambda s: s["wlan"].get("ap", {}).get("active")
+                     and s["wlan"]["ap"]["ssid"] == "Kitchen lights", timeout=10)
     st = status(board)
     assert st["wifi"]["mode"] == "ap" and st["wifi"]["home_problem"] == "link lost"
 
