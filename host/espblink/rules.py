@@ -13,6 +13,7 @@ _spec.loader.exec_module(_rules)
 
 GPIOS: tuple[int, ...] = _rules.GPIOS
 KEYS: tuple[str, ...] = _rules.KEYS
+LED_KEYS: tuple[str, ...] = _rules.LED_KEYS
 check = _rules.check
 check_led = _rules.check_led
 complete = _rules.complete

@@ -48,7 +48,6 @@ def load(path: Path = DEFAULT, create_missing: bool = True) -> dict[str, Any]:
 
 
 SECRETS = ("ap_key", "wifi_key", "admin_password")  # never printed: a difference is only "changed"
-LED_KEYS = ("name", "gpio", "active_low")
 
 
 def canonical(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -84,7 +83,7 @@ def _toml(v: Any) -> str:  # noqa: ANN401
 
 
 def _led(led: dict[str, Any]) -> str:
-    return ", ".join(f"{k} = {_toml(led[k])}" for k in LED_KEYS)
+    return ", ".join(f"{k} = {_toml(led[k])}" for k in rules.LED_KEYS)
 
 
 def differences(board: dict[str, Any], cfg: dict[str, Any], name: str = "settings.toml") -> list[str]:
@@ -104,5 +103,5 @@ def differences(board: dict[str, Any], cfg: dict[str, Any], name: str = "setting
             out.append(f"leds[{i}]: only in {name} ({_led(cl[i])})")
         else:
             out += [f"leds[{i}].{k}: {_toml(bl[i][k])} on the board, {_toml(cl[i][k])} in {name}"
-                    for k in LED_KEYS if bl[i][k] != cl[i][k]]
+                    for k in rules.LED_KEYS if bl[i][k] != cl[i][k]]
     return out
