@@ -22,6 +22,7 @@ LOCAL = b" .local .lan .home .localdomain .fritz.box "  # the board's name as a 
 CAUSES = "power-on,watchdog,exception,soft watchdog,soft reset,deep sleep,hard reset"  # by machine.reset_cause()
 
 cfg = None
+hostname = b""  # cfg["hostname"] as the Host header spells it: compared on every request
 warning = None
 warning_json = b"null"
 warning_html = b""
@@ -35,7 +36,7 @@ restart_at = None  # set by the settings page: the board restarts then
 
 def page(req, name="page.html.gz"):
     # The pages are stored gzip-compressed; a client that cannot inflate them gets the plain page at /leds.
-    if b"gzip" not in req.headers.get(b"accept-encoding", b""):
+    if b"gzip" not in req.headers[b"accept-encoding"]:
         server.send(req.sock, b"303 See Other", b"", server.TEXT, b"Location: /leds\r\nVary: Accept-Encoding\r\n")
         return
     try:
@@ -100,10 +101,10 @@ def _listed(words, w):
 def known_host(req):
     # The Host must be an IP address or the board's name: a DNS-rebinding name is not the board. No
     # browser leaves out Host, so a request without one cannot be a rebinding attack.
-    name = req.headers.get(b"host", b"").split(b":")[0]
+    name = req.headers[b"host"].split(b":")[0]
     if not name or name.replace(b".", b"").isdigit():
         return True
-    h = cfg["hostname"].encode()
+    h = hostname
     return name.startswith(h) and (len(name) == len(h) or _listed(LOCAL, name[len(h):]))
 
 
@@ -128,7 +129,7 @@ def same_site(req, form=None):
         raise server.HttpError(server.FORBIDDEN, CROSS_SITE)
     if form is None:
         return
-    if req.headers.get(b"x-espblink") != b"1" and form.get(b"t") != token:
+    if req.headers[b"x-espblink"] != b"1" and form.get(b"t") != token:
         raise server.HttpError(server.FORBIDDEN, CROSS_SITE)
 
 
@@ -136,7 +137,7 @@ def post_led(req):
     led = leds.find(lights, req.path[10:].decode())
     if led is None:
         raise server.HttpError(b"404 Not Found", "no LED of that name")
-    ctype = req.headers.get(b"content-type", b"")
+    ctype = req.headers[b"content-type"]
     form = ctype.startswith(b"application/x-www-form-urlencoded")
     if ctype.startswith(b"application/json"):
         # One flat object is all it takes; deep nesting would only make json build lists on the heap.
@@ -287,7 +288,7 @@ def main(port=80):
 
     lights = leds.make(cfg["leds"])
     wifi.start(cfg)
-    mode, ssid, ip, why = wifi.status()
+    _, ssid, ip, _ = wifi.status()
     srv = server.Server(handle, buffers, port, b"/api/settings")
     # The captive portal's DNS answers with the access point's address, the one phones join.
     names = dns.DNS(wifi.ap.ifconfig()[0], buf=server.scratch)
@@ -323,8 +324,9 @@ def _count(n):
 
 
 def start(config, warn, n):
-    global cfg, warning, warning_json, warning_html, crashes
+    global cfg, hostname, warning, warning_json, warning_html, crashes
     cfg, warning, crashes = config, warn, n
+    hostname = cfg["hostname"].encode()
     # Made once: a busy heap may have no room for them when a page asks.
     warning_json = json.dumps(warning).encode()
     if warning:

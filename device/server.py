@@ -68,9 +68,7 @@ def parse(req, sock, buf, end):
         bad = bad or c <= 32 or c >= 127
     if bad:
         raise HttpError(BAD, "the target must be a plain path")
-    headers = req.headers
-    for k in KEEP:
-        headers[k] = b""
+    headers = req.headers  # all b"" here: close() emptied them
     pos = nl + 2
     while pos < end:
         nl = buf.find(b"\r\n", pos, end)
