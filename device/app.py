@@ -80,8 +80,11 @@ def get_leds(req):
 def _form(body):
     fields = {}
     for pair in body.split(b"&"):
-        k, _, v = pair.partition(b"=")
-        fields[k] = v
+        i = pair.find(b"=")
+        if i < 0:
+            fields[pair] = b""
+        else:
+            fields[pair[:i]] = pair[i + 1:]
     return fields
 
 

@@ -62,7 +62,11 @@ def parse(req, sock, buf, end):
     parts = bytes(buf[:nl]).split(b" ")
     if len(parts) != 3 or parts[2] not in (b"HTTP/1.0", b"HTTP/1.1"):
         raise HttpError(BAD, "malformed request line")
-    path, _, query = parts[1].partition(b"?")
+    path = parts[1]
+    q = path.find(b"?")
+    query = b""
+    if q >= 0:
+        path, query = path[:q], path[q + 1:]
     bad = path[:1] != b"/" or b"/." in path or b"\\" in path
     for c in path:
         bad = bad or c <= 32 or c >= 127
