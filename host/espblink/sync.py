@@ -31,7 +31,7 @@ from espblink.errors import UserError
 MANIFEST = ".deployed"  # on the board: the files the last deploy wrote, "name sha256" a line
 CONFIG = "config.json"  # the settings: kept when changed on the board since the last deploy
 LAST = ("boot.py", "main.py")  # the files the board runs by name: written last
-RESET_ON_DEPLOY = ("crashes.txt",)  # the boot-loop guard's count starts again with new code
+RESET_ON_DEPLOY = ("crashes.txt", "ota.state")  # the boot-loop guard's count and an update's trial start again
 # The board's .mpy version: "6.3" from 1.20 on; before that bits 8-9 of _mpy were feature flags, not a
 # sub-version, and the version is the major number alone ("6" for 1.19, "5" for 1.12 to 1.18).
 PROBE = """\
@@ -295,6 +295,9 @@ def deploy(port: str | None, settings_path: Path = settings.DEFAULT, replace_set
             print(explain_kept(board_cfg, cfg, settings_path))
         if p.write or p.remove or p.manifest:
             write(t, local, p)
+        from espblink import ota  # (ota uses this module's plan)
+
+        ota.ensure_key(t, settings_path)  # the deploy key for updates over Wi-Fi, on the board and here
         leave_raw_repl(t)
     except TransportExecError as e:
         raise UserError(f"the board refused a file operation: {e.error_output.strip()}") from None
@@ -316,6 +319,10 @@ def deploy(port: str | None, settings_path: Path = settings.DEFAULT, replace_set
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
+    if args.ota:
+        from espblink import ota
+
+        return ota.cmd_deploy(args)
     deploy(args.port, Path(args.settings), replace_settings=args.replace_settings)
     return 0
 
@@ -327,6 +334,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--replace-settings", action="store_true",
                    help="overwrite the board's config.json with the settings file even if it was changed on the "
                    "board (its settings page) since the last deploy; without it such a config.json is kept")
+    p.add_argument("--ota", metavar="http://BOARD/", help="update the board over Wi-Fi (its address or hostname) "
+                   "instead of USB, with the deploy key the first USB deploy set")
     p.set_defaults(func=cmd_deploy)
 
 

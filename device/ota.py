@@ -1,0 +1,375 @@
+# Updates over Wi-Fi (`espblink deploy --ota`): loaded only while an update is asked for or received,
+# and at start while a new app is on trial. Handed what it needs; it imports nothing of the app.
+#
+# GET  /api/ota: what the host needs to plan (board id, .mpy version, last sequence number, each file's
+#      sha256, a rollback report).
+# POST /api/ota: body "SEQ LENGTH SHA256 HMAC" (HMAC-SHA256 with the board's deploy key over
+#      "espblink-ota SEQ LENGTH SHA256"); SEQ must be above the last one accepted (no replay). The board
+#      answers "101 Switching Protocols", then reads LENGTH bytes (the update: "put NAME SIZE\n" + SIZE
+#      bytes, or "del NAME\n", repeated) to a file in chunks, checks its SHA256, unpacks it beside the app,
+#      and swaps the files in by renames under a journal (ota.state), keeping the old ones in ota/old/.
+#      Its verdict is one last line: "OK ..." (then it restarts) or "ERR CODE ...".
+# At start, boot() finishes a swap cut by a power loss, counts the new app's boots and puts the old
+# app back after 3 crashes in a row; confirm() (the app ran 30 s) drops the old copy.
+import gc
+import hashlib
+import os
+
+KEY = "ota.key"  # 64 hex digits: written by the first USB deploy; none: updates over Wi-Fi are off
+SEQ = "ota.seq"  # the last sequence number accepted: a request must carry a higher one
+STATE = "ota.state"  # the journal: "switch" or "trial N", then one "put NAME 0|1" / "del NAME" a line
+LAST = "ota.last"  # what went wrong with the last update (a rollback), until a deploy reads it
+IMG = "ota.img"
+NEW = "ota/new/"
+OLD = "ota/old/"
+TRIES = 3  # a new app that crashes this many times in a row is replaced by the old one
+IDLE_S = 2  # the most one read of the update may wait; the watchdog bites after 3.2 s
+PROTOCOL = b"espblink-ota"
+
+
+def _exists(name):
+    try:
+        os.stat(name)
+        return True
+    except OSError:
+        return False
+
+
+def _read(name):
+    try:
+        with open(name, "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def _write(name, data):
+    # Under a temporary name, then renamed: a power cut leaves the old file or the new one.
+    with open(name + ".tmp", "wb") as f:
+        f.write(data)
+    os.rename(name + ".tmp", name)
+
+
+def _remove(name):
+    try:
+        os.remove(name)
+    except OSError:
+        pass
+
+
+def _clear(folder):
+    # Empties ota/new/ or ota/old/ (made if missing).
+    for d in ("ota", folder[:-1]):
+        try:
+            os.mkdir(d)
+        except OSError:
+            pass
+    for n in os.listdir(folder[:-1]):
+        os.remove(folder + n)
+
+
+def hmac(key, msg):
+    # HMAC-SHA256 (RFC 2104): the board has hashlib.sha256 but no hmac module.
+    k = key + bytes(64 - len(key))
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in k))
+    inner.update(msg)
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in k))
+    outer.update(inner.digest())
+    return outer.digest()
+
+
+def _hex(b):
+    import binascii
+
+    return binascii.hexlify(b)
+
+
+def _sha_file(name, buf):
+    d = hashlib.sha256()
+    mv = memoryview(buf)
+    with open(name, "rb") as f:
+        n = f.readinto(buf)
+        while n:
+            d.update(mv[:n])
+            n = f.readinto(buf)
+    return _hex(d.digest())
+
+
+def _key():
+    k = _read(KEY).strip()
+    if len(k) != 64:
+        return None
+    import binascii
+
+    try:
+        return binascii.unhexlify(k)
+    except ValueError:
+        return None
+
+
+def _journal():
+    # (phase line, [(b"put"|b"del", name, existed)]) from ota.state.
+    lines = _read(STATE).split(b"\n")
+    ops = []
+    for line in lines[1:]:
+        w = line.split()
+        if len(w) >= 2:
+            ops.append((w[0], w[1].decode(), len(w) > 2 and w[2] == b"1"))
+    return lines[0], ops
+
+
+def _set_phase(phase, ops):
+    parts = [phase]
+    for op, name, existed in ops:
+        parts.append(b"put %s %d" % (name.encode(), existed) if op == b"put" else b"del " + name.encode())
+    _write(STATE, b"\n".join(parts) + b"\n")
+
+
+def _switch(ops):
+    # Swaps the new files in, the old ones kept in ota/old/. Run again after a power cut, it goes on
+    # from where it stopped: each step is one rename, done only while its source is still there.
+    for op, name, _ in ops:
+        if op == b"put":
+            if _exists(NEW + name):
+                if _exists(name):
+                    os.rename(name, OLD + name)
+                os.rename(NEW + name, name)
+        elif _exists(name):
+            os.rename(name, OLD + name)
+
+
+def _rollback(ops, why):
+    # The old app back, file by file; run again after a power cut, it goes on where it stopped.
+    _write(LAST, why.encode())
+    _set_phase(b"rollback", ops)
+    for op, name, existed in ops:
+        if op == b"del" or existed:
+            if _exists(OLD + name):
+                try:
+                    os.remove(name)
+                except OSError:
+                    pass
+                os.rename(OLD + name, name)
+        else:
+            _remove(name)
+    _remove("crashes.txt")  # the old app's boot-loop guard starts again
+    os.remove(STATE)
+    print("espblink: update rolled back:", why)
+
+
+def boot():
+    # At start, while ota.state exists (main.py/startup call it before the app loads). Returns True when
+    # the old app was put back.
+    phase, ops = _journal()
+    w = phase.split()
+    if not w:
+        _remove(STATE)
+        return False
+    if w[0] == b"rollback":
+        _rollback(ops, _read(LAST).decode() or "the new app did not start")
+        return True
+    if w[0] == b"switch":
+        _switch(ops)
+        w = [b"trial", b"0"]
+    n = int(w[1]) + 1
+    if n > TRIES:
+        _rollback(ops, "the new app crashed %d times in a row: the previous app runs again; fix it and deploy "
+                  "again" % TRIES)
+        return True
+    _set_phase(b"trial %d" % n, ops)
+    print("espblink: new app on trial (start %d of %d); it is kept once it has run 30 s" % (n, TRIES))
+    return False
+
+
+def confirm():
+    # The new app ran 30 s: it is kept, the old copy and the update file go.
+    if not _exists(STATE):
+        return
+    phase, ops = _journal()
+    if not phase.startswith(b"trial"):
+        return
+    os.remove(STATE)
+    _clear(OLD)
+    _remove(IMG)
+    print("espblink: update confirmed")
+
+
+def rolled_back():
+    # The last rollback's reason (str), or None.
+    return _read(LAST).decode() or None
+
+
+class Refused(Exception):
+    # args: status line, message
+    pass
+
+
+def _begin(body):
+    # Checks the signed first request; returns (length, sha256 hex) or raises Refused (nothing written).
+    key = _key()
+    if key is None:
+        raise Refused(b"403 Forbidden", "updates over Wi-Fi are off: this board has no deploy key; deploy once "
+                      "over USB (make deploy) to set one")
+    w = bytes(body).split()
+    if len(w) != 4 or len(w[0]) != 16 or not w[0].isdigit() or not w[1].isdigit() or len(w[2]) != 64:
+        raise Refused(b"400 Bad Request", "malformed update request")
+    seq, length, sha, mac = w
+    good = _hex(hmac(key, b"%s %s %s %s" % (PROTOCOL, seq, length, sha)))
+    diff = len(mac) ^ len(good)
+    for i in range(min(len(mac), len(good))):
+        diff |= mac[i] ^ good[i]
+    if diff:
+        print("espblink: update refused: bad signature (wrong deploy key?)")
+        raise Refused(b"403 Forbidden", "bad signature: the deploy key is not this board's")
+    if seq <= _read(SEQ).strip():
+        print("espblink: update refused: replayed request (sequence %s)" % seq.decode())
+        raise Refused(b"403 Forbidden", "replayed request: sequence number already used")
+    _write(SEQ, seq)  # used up now, whatever happens next
+    _remove(LAST)  # the host has read it
+    if _exists(STATE):
+        raise Refused(b"409 Conflict", "the previous update is still on trial (kept once it has run 30 s): "
+                      "try again in a minute")
+    length = int(length)
+    st = os.statvfs("/")
+    free = st[0] * st[3]
+    if free < 2 * length + 8192:
+        raise Refused(b"507 Insufficient Storage", "not enough flash: %d bytes free, the update needs %d"
+                      % (free, 2 * length + 8192))
+    return length, sha
+
+
+def _receive(sock, buf, length, feed):
+    # The update, in chunks of the slot's buffer, to ota.img; returns its sha256 (hex) read back from flash.
+    mv = memoryview(buf)
+    sock.settimeout(IDLE_S)
+    got = 0
+    with open(IMG, "wb") as f:
+        while got < length:
+            if feed:
+                feed()
+            try:
+                n = sock.readinto(mv[:min(len(buf), length - got)])
+            except OSError:
+                n = 0
+            if not n:
+                raise Refused(b"408 Request Timeout", "the update stopped after %d of %d bytes" % (got, length))
+            f.write(mv[:n])
+            got += n
+    return _sha_file(IMG, buf)
+
+
+def _unpack(buf, feed):
+    # ota.img's files to ota/new/; returns the journal's operations.
+    _clear(NEW)
+    _clear(OLD)
+    ops = []
+    mv = memoryview(buf)
+    with open(IMG, "rb") as f:
+        while True:
+            line = f.readline()
+            if not line:
+                return ops
+            w = line.split()
+            name = w[1].decode() if len(w) > 1 else ""
+            if not name or "/" in name or name in (KEY, SEQ, STATE, LAST, IMG, "ota", "..", "."):
+                raise Refused(b"400 Bad Request", "bad file name in the update: %s" % name)
+            if w[0] == b"del" and len(w) == 2:
+                ops.append((b"del", name, True))
+                continue
+            if w[0] != b"put" or len(w) != 3:
+                raise Refused(b"400 Bad Request", "malformed update")
+            n = int(w[2])
+            with open(NEW + name, "wb") as o:
+                while n:
+                    if feed:
+                        feed()
+                    k = f.readinto(mv[:min(n, len(buf))])
+                    if not k:
+                        raise Refused(b"400 Bad Request", "update shorter than its file sizes")
+                    o.write(mv[:k])
+                    n -= k
+            ops.append((b"put", name, _exists(name)))
+
+
+def update(req, feed=None):
+    # POST /api/ota. Returns True when the new app is in place and the board must restart.
+    sock = req.sock
+    try:
+        length, sha = _begin(req.body)
+    except Refused as e:
+        _answer(sock, e.args[0], e.args[1])
+        return False
+    sock.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: espblink-ota\r\nConnection: Upgrade\r\n\r\n")
+    buf = req.buf  # the request in it has been read: its 1 KiB carries the update's chunks
+    try:
+        got = _receive(sock, buf, length, feed)
+        if got != sha:
+            print("espblink: update refused: SHA-256 mismatch")
+            raise Refused(b"400 Bad Request", "the update arrived damaged (SHA-256 mismatch): nothing changed")
+        ops = _unpack(buf, feed)
+        _set_phase(b"switch", ops)  # from here a power cut finishes the swap at the next start
+        _switch(ops)
+        _set_phase(b"trial 0", ops)
+        _remove(IMG)
+    except Refused as e:
+        _remove(IMG)
+        sock.write(b"ERR %s %s\n" % (e.args[0], e.args[1]))
+        return False
+    except OSError as e:
+        _remove(IMG)
+        sock.write(b"ERR 500 flash error (%s): nothing changed\n" % str(e).encode())
+        return False
+    sock.write(b"OK %d bytes, %d files: restarting into the new app\n" % (length, len(ops)))
+    print("espblink: update received (%d bytes): restarting" % length)
+    return True
+
+
+def _answer(sock, status, msg):
+    msg = msg.encode() if isinstance(msg, str) else msg
+    sock.write(b"HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+               b"Connection: close\r\n\r\n%s\n" % (status, len(msg) + 1, msg))
+
+
+def _lines(name):
+    # A small text file's lines, one at a time (none if it is missing).
+    try:
+        f = open(name, "rb")
+    except OSError:
+        return
+    with f:
+        for line in f:
+            if line.strip():
+                yield line
+
+
+def info(req):
+    # GET /api/ota: "key value" lines, the last deploy's record as "deployed NAME SHA256" lines, then
+    # "file NAME SHA256" for each file, hashed while it is sent.
+    import sys
+
+    import network
+
+    v = sys.implementation._mpy
+    mac = network.WLAN(network.STA_IF).config("mac")
+    head = b"id %s\nmpy %d.%d\nseq %s\nkey %s\nstate %s\nlast %s\n" % (
+        _hex(mac), v & 0xFF, v >> 8 & 3, _read(SEQ).strip() or b"0", b"yes" if _key() else b"no",
+        _read(STATE).split(b"\n")[0] or b"idle", _read(LAST).replace(b"\n", b" "))
+    size = len(head)
+    for line in _lines(".deployed"):
+        size += 9 + len(line.strip()) + 1
+    names = []
+    for n in os.listdir():
+        if os.stat(n)[0] & 0x8000:
+            names.append(n)
+            size += len(n) + 71
+    sock = req.sock
+    sock.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+               b"Connection: close\r\nCache-Control: no-store\r\n\r\n" % size)
+    sock.write(head)
+    for line in _lines(".deployed"):
+        sock.write(b"deployed ")
+        sock.write(line.strip())
+        sock.write(b"\n")
+    for n in names:
+        sock.write(b"file %s %s\n" % (n.encode(), _sha_file(n, req.buf)))
+    gc.collect()

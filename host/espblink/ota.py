@@ -1,0 +1,395 @@
+"""`espblink deploy --ota http://<board>/` (or `--ota <hostname>`): the USB deploy's plan, sent over Wi-Fi.
+
+The board says what it has (GET /api/ota: its id, .mpy version, every file's sha256, the last deploy's
+record); the same plan as a USB deploy decides what to send, so with nothing changed nothing is sent. The
+update (the files to write, the names to remove, the new record) goes in one signed request: an
+HMAC-SHA256 with the board's deploy key over a sequence number (above the last one the board accepted: a
+replayed request is refused), the length and the SHA-256 of the update. The board streams it to flash,
+checks the SHA-256, swaps the files in by renames and restarts; the new app is on trial until it has run
+30 s, and after 3 crashes in a row the board puts the old app back by itself.
+
+The deploy key: 256 random bits, written to the board (`ota.key`) by the first USB deploy and kept on the
+host in `deploy-keys.json` next to the settings file, by board id (its MAC address).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from espblink import settings, sync
+from espblink.errors import UserError
+
+KEY = "ota.key"  # on the board
+LAST = "ota.last"  # on the board: why the last update was rolled back
+KEYS_FILE = "deploy-keys.json"  # on the host, next to the settings file: {board id: hex key}
+PROTOCOL = b"espblink-ota"
+CHUNK = 1024  # what the board reads at a time (its request buffer)
+TIMEOUT = 10.0  # seconds without progress before the board counts as unreachable
+RESTART_S = 40.0  # how long a restarted board may take to serve again
+
+
+@dataclass
+class BoardInfo:
+    id: str
+    mpy: str
+    seq: int
+    key: bool
+    state: str
+    last: str
+    files: dict[str, str] = field(default_factory=dict)
+    deployed: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        """The app's version: the start of the sha256 of the last deploy's record (.deployed)."""
+        return (self.files.get(sync.MANIFEST) or "-")[:8]
+
+
+@dataclass
+class Result:
+    before: str = "-"
+    after: str = "-"
+    sent: int = 0
+    seconds: float = 0.0
+    ok: bool = False
+    verdict: str = ""
+    expected: str = "-"  # the version the board should have after this deploy
+
+
+# --- the deploy key ---------------------------------------------------------------------------------
+
+def keys_path(settings_path: Path) -> Path:
+    return settings_path.with_name(KEYS_FILE)
+
+
+def load_keys(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError:
+        raise UserError(f"{path} is not valid JSON; fix it, or delete it and deploy over USB to set new keys") from None
+    return {k: v for k, v in data.items() if isinstance(v, str)}
+
+
+def save_key(path: Path, board_id: str, key: str) -> None:
+    keys = load_keys(path)
+    keys[board_id] = key
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(keys, indent=1, sort_keys=True) + "\n")
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+
+
+KEY_PROBE = """\
+import network, binascii
+print(binascii.hexlify(network.WLAN(network.STA_IF).config('mac')).decode())
+for _n in ('ota.key', 'ota.last'):
+    try:
+        with open(_n) as _f:
+            print(_n, _f.read().replace('\\n', ' ').strip() or '-')
+    except OSError:
+        print(_n, '-')
+"""
+
+
+def ensure_key(t: Any, settings_path: Path) -> None:
+    """During a USB deploy (t: mpremote's transport, in raw REPL): give the board a deploy key if it has none
+    and keep it on the host; a board that has one tells it (USB is trusted). Prints a rollback the board
+    reported, then forgets it."""
+    lines = t.exec(KEY_PROBE).decode().splitlines()
+    board_id = lines[0].strip()
+    found = dict(line.split(" ", 1) for line in lines[1:] if " " in line)
+    key = found.get(KEY, "-").strip()
+    path = keys_path(settings_path)
+    if not re.fullmatch(r"[0-9a-f]{64}", key):
+        key = secrets.token_hex(32)
+        t.fs_writefile(KEY + ".tmp", key.encode())
+        t.exec(f"import os\nos.rename({KEY + '.tmp'!r}, {KEY!r})")
+        print(f"deploy key: a new one for board {board_id}, kept in {path} (updates over Wi-Fi: "
+              "espblink deploy --ota http://<board>/)")
+    if load_keys(path).get(board_id) != key:
+        save_key(path, board_id, key)
+    if found.get(LAST, "-") != "-":
+        print(f"the board rolled back its last update over Wi-Fi: {found[LAST]}")
+        t.exec(f"import os\nos.remove({LAST!r})")
+
+
+# --- talking to the board ---------------------------------------------------------------------------
+
+def board_url(target: str) -> tuple[str, int, str]:
+    """(host, port, base url) from http://<board>/ or a bare hostname or address."""
+    url = target if "://" in target else f"http://{target}/"
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise UserError(f"--ota {target}: give the board's address as http://<address or hostname>/ or just the "
+                        "hostname (the board speaks plain HTTP)")
+    port = parts.port or 80
+    return parts.hostname, port, f"http://{parts.hostname}:{port}/"
+
+
+def _connect(host: str, port: int, url: str) -> socket.socket:
+    try:
+        return socket.create_connection((host, port), timeout=TIMEOUT)
+    except socket.gaierror:
+        raise UserError(f"board unreachable: no address for {host!r}; check the name (see your router's list) "
+                        "or use its IP address") from None
+    except TimeoutError:
+        raise UserError(f"board unreachable at {url}: no answer in {TIMEOUT:.0f} s (is it on and on this network? "
+                        "a board busy with another update answers once it is done)") from None
+    except OSError as e:
+        raise UserError(f"board unreachable at {url}: {e.strerror or e}; is it on and on this network?") from None
+
+
+def _request(host: str, port: int, url: str, method: str, body: bytes = b"", upgrade: bool = False
+             ) -> tuple[socket.socket, int, dict[str, str], bytes]:
+    """Send one request; returns the socket, status, headers and what was read past the head."""
+    s = _connect(host, port, url)
+    head = (f"{method} /api/ota HTTP/1.1\r\nHost: {host}\r\nX-Espblink: 1\r\nUser-Agent: espblink\r\n"
+            f"Content-Length: {len(body)}\r\n")
+    if upgrade:
+        head += "Connection: Upgrade\r\nUpgrade: espblink-ota\r\n"
+    else:
+        head += "Connection: close\r\n"
+    try:
+        s.sendall(head.encode() + b"\r\n" + body)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                raise UserError(f"the board at {url} closed the connection without answering (busy or restarting? "
+                                "try again in a moment)")
+            data += chunk
+    except TimeoutError:
+        s.close()
+        raise UserError(f"the board at {url} did not answer in {TIMEOUT:.0f} s (busy with another update? try "
+                        "again in a minute)") from None
+    except OSError as e:
+        s.close()
+        raise UserError(f"the connection to {url} failed: {e}; try again") from None
+    head_text, rest = data.split(b"\r\n\r\n", 1)
+    lines = head_text.decode(errors="replace").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return s, status, headers, rest
+
+
+def _read_body(s: socket.socket, headers: dict[str, str], rest: bytes) -> bytes:
+    n = int(headers.get("content-length", "-1"))
+    while n < 0 or len(rest) < n:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        rest += chunk
+    s.close()
+    return rest
+
+
+def parse_info(text: str) -> BoardInfo:
+    fields: dict[str, str] = {}
+    files: dict[str, str] = {}
+    deployed: dict[str, str | None] = {}
+    for line in text.splitlines():
+        word, _, value = line.partition(" ")
+        if word == "file":
+            name, _, digest = value.partition(" ")
+            files[name] = digest
+        elif word == "deployed":
+            deployed.update(sync.read_manifest(value))
+        else:
+            fields[word] = value
+    return BoardInfo(id=fields.get("id", "?"), mpy=fields.get("mpy", "?"), seq=int(fields.get("seq") or 0),
+                     key=fields.get("key") == "yes", state=fields.get("state", "idle"),
+                     last=fields.get("last", "").strip(), files=files, deployed=deployed)
+
+
+def explain(status: int, text: str, url: str, keys_file: Path | None = None) -> str:
+    """What a refusal means, and what to do next."""
+    text = text.strip()
+    if status == 404:
+        return (f"{url} has no update endpoint (an app from before updates over Wi-Fi, or not an espblink "
+                "board): deploy once over USB (make deploy)")
+    if status == 403 and "off" in text:
+        return f"{url}: {text}"
+    if status == 403 and "signature" in text:
+        where = f" in {keys_file}" if keys_file else ""
+        return (f"{url} refused the update: {text}. The key{where} is not this board's: deploy once over USB "
+                "(make deploy) to read its key, or fix the key in the fleet file")
+    if status == 409:
+        return f"board busy: {text}"
+    if status == 507:
+        return f"{url}: {text}; remove files from the board or deploy fewer pages"
+    return f"{url} refused the update ({status}): {text}"
+
+
+def get_info(target: str) -> BoardInfo:
+    host, port, url = board_url(target)
+    s, status, headers, rest = _request(host, port, url, "GET")
+    body = _read_body(s, headers, rest).decode(errors="replace")
+    if status != 200:
+        raise UserError(explain(status, body, url))
+    return parse_info(body)
+
+
+def sign(key: bytes, seq: int, length: int, digest: str) -> bytes:
+    msg = b"%s %016d %d %s" % (PROTOCOL, seq, length, digest.encode())
+    return b"%016d %d %s %s" % (seq, length, digest.encode(), hmac.new(key, msg, hashlib.sha256).hexdigest().encode())
+
+
+def next_seq(board_seq: int) -> int:
+    """Above the board's last one; microseconds since 1970 otherwise, so two hosts rarely collide."""
+    return max(time.time_ns() // 1000, board_seq + 1)
+
+
+def pack(local: dict[str, bytes], p: sync.Plan) -> bytes:
+    """The update: the files the plan writes (boot.py and main.py last), the new record, then removals."""
+    out = bytearray()
+    for name in p.write:
+        out += b"put %s %d\n" % (name.encode(), len(local[name])) + local[name]
+    if p.manifest:
+        record = sync.manifest_text(p.record)
+        out += b"put %s %d\n" % (sync.MANIFEST.encode(), len(record)) + record
+    for name in p.remove:
+        out += b"del %s\n" % name.encode()
+    return bytes(out)
+
+
+def send_update(target: str, key: bytes, seq: int, update: bytes,
+                progress: Callable[[int, int, float], None] | None = None) -> str:
+    """POST the signed update and stream it; the board's verdict line ("OK ..."), or UserError."""
+    host, port, url = board_url(target)
+    digest = hashlib.sha256(update).hexdigest()
+    s, status, headers, rest = _request(host, port, url, "POST", sign(key, seq, len(update), digest), upgrade=True)
+    if status != 101:
+        raise UserError(explain(status, _read_body(s, headers, rest).decode(errors="replace"), url))
+    start = time.monotonic()
+    try:
+        for i in range(0, len(update), CHUNK):
+            s.sendall(update[i:i + CHUNK])
+            if progress:
+                progress(min(i + CHUNK, len(update)), len(update), time.monotonic() - start)
+        verdict = b""
+        while b"\n" not in verdict:
+            chunk = s.recv(256)
+            if not chunk:
+                break
+            verdict += chunk
+    except (TimeoutError, OSError) as e:
+        raise UserError(f"the transfer to {url} was cut ({e}): the board keeps its old app; try again") from None
+    finally:
+        s.close()
+    line = verdict.decode(errors="replace").strip()
+    if line.startswith("OK"):
+        return line[2:].strip()
+    if line.startswith("ERR"):
+        words = line.split(" ", 3)
+        code = int(words[1]) if len(words) > 1 and words[1].isdigit() else 0
+        raise UserError(explain(code, words[-1], url))
+    raise UserError(f"the board at {url} gave no verdict (cut off?): it keeps its old app; try again")
+
+
+def wait_back(target: str, old: BoardInfo, timeout: float = RESTART_S) -> BoardInfo:
+    """After the board restarted: its info once it serves again with the new app on trial, or rolled back."""
+    deadline = time.monotonic() + timeout
+    time.sleep(0.3)
+    last_error = ""
+    while time.monotonic() < deadline:
+        try:
+            info = get_info(target)
+        except UserError as e:
+            last_error = str(e)
+            time.sleep(0.3)
+            continue
+        if info.state.startswith("trial") or info.last != old.last or info.state == "idle":
+            return info
+        time.sleep(0.3)
+    raise UserError(f"the board did not serve again within {timeout:.0f} s of restarting ({last_error}); if it "
+                    "does not come back, power-cycle it: a new app that keeps failing is replaced by the old one "
+                    "after 3 starts")
+
+
+# --- the deploy ---------------------------------------------------------------------------------------
+
+def deploy(target: str, settings_path: Path = settings.DEFAULT, replace_settings: bool = False,
+           key_hex: str | None = None, dry_run: bool = False, say: Callable[[str], None] = print,
+           builder: Callable[[str, dict[str, Any]], dict[str, bytes]] | None = None,
+           result: Result | None = None) -> Result:
+    """One board over Wi-Fi. Raises UserError with what to do next when it cannot be done; `result` (when
+    given) holds what was known by then."""
+    cfg = settings.load(settings_path)
+    _, _, url = board_url(target)
+    t0 = time.monotonic()
+    r = result or Result()
+    info = get_info(target)
+    r.before = info.version
+    if info.last:
+        say(f"the board rolled back its last update: {info.last}")
+    if not info.key:
+        raise UserError(f"{url}: updates over Wi-Fi are off on this board (no deploy key): deploy once over USB "
+                        "(make deploy) to set one")
+    keys_file = keys_path(settings_path)
+    key_hex = key_hex or load_keys(keys_file).get(info.id)
+    if not key_hex or not re.fullmatch(r"[0-9a-fA-F]{64}", key_hex):
+        raise UserError(f"no deploy key for board {info.id} in {keys_file}: deploy once over USB (make deploy) "
+                        "from this computer to read it")
+    local = (builder or sync.build_for_board)(info.mpy, cfg)
+    keep: list[str] = []
+    if not replace_settings and sync.edited_on_board(sync.CONFIG, local, info.files, info.deployed):
+        keep = [sync.CONFIG]
+        say(f"settings: {sync.CONFIG} was changed on the board since the last deploy: kept (a USB deploy lists "
+            "the differences; --replace-settings overwrites it)")
+    p = sync.plan(local, info.files, info.deployed, keep=keep)
+    update = pack(local, p) if (p.write or p.remove or p.manifest) else b""
+    r.expected = hashlib.sha256(sync.manifest_text(p.record)).hexdigest()[:8]
+    say(f"deploy to {url} over Wi-Fi: {len(p.write)} to write ({p.bytes} bytes), {len(p.remove)} to remove, "
+        f"{len(p.unchanged)} unchanged" + (f", {len(p.kept)} kept ({', '.join(p.kept)})" if p.kept else ""))
+    if not update:
+        r.after, r.ok, r.verdict = info.version, True, "unchanged"
+        r.seconds = time.monotonic() - t0
+        say("nothing changed: nothing sent")
+        return r
+    if dry_run:
+        r.verdict, r.ok = f"would send {len(update)} bytes", True
+        r.seconds = time.monotonic() - t0
+        return r
+    shown = [0]
+
+    def progress(done: int, total: int, elapsed: float) -> None:
+        if done == total or done - shown[0] >= total // 4:
+            shown[0] = done
+            speed = done / elapsed / 1024 if elapsed > 0 else 0
+            say(f"  sent {done} of {total} bytes ({done * 100 // total}%, {speed:.0f} KB/s)")
+
+    verdict = send_update(target, bytes.fromhex(key_hex), next_seq(info.seq), update, progress)
+    r.sent = len(update)
+    r.seconds = time.monotonic() - t0
+    say(f"the board: {verdict}")
+    after = wait_back(target, info)
+    r.after = after.version
+    if after.last and after.last != info.last:
+        r.verdict = f"rolled back: {after.last}"
+        raise UserError(f"the new app failed on the board and it went back to the previous one by itself: "
+                        f"{after.last}")
+    r.ok = r.after == r.expected
+    r.verdict = "updated (on trial: kept once it has run 30 s)" if r.ok else "the board is not on the new version"
+    say(f"the app is running at {url}: {r.verdict}")
+    return r
+
+
+def cmd_deploy(args: Any) -> int:
+    r = deploy(args.ota, Path(args.settings), replace_settings=args.replace_settings)
+    if r.sent:
+        print(f"{r.sent} bytes sent in {r.seconds:.1f} s")
+    return 0 if r.ok else 1
