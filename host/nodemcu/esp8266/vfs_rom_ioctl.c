@@ -8,6 +8,8 @@
 // The unix port's main.c defines its own mp_vfs_rom_ioctl (an empty image) when MICROPY_VFS_ROM_IOCTL is
 // on: the link wraps the name (mpconfigvariant.mk: -Wl,--wrap=mp_vfs_rom_ioctl), so every call reaches
 // this one. Without ESPBLINK_ROMFS (a 1 MiB board, `espblink run`) there is no partition: no segments.
+// mp_init's own mount of /rom (mp_vfs_mount_romfs_protected) is wrapped too, to nothing: the frozen
+// launch.py mounts it once the board's filesystem is up, and sets sys.path.
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -155,6 +157,12 @@ mp_obj_t __wrap_mp_vfs_rom_ioctl(size_t n_args, const mp_obj_t *args) {
         default:
             return MP_OBJ_NEW_SMALL_INT(-MP_EINVAL);
     }
+}
+
+int __wrap_mp_vfs_mount_romfs_protected(void);
+
+int __wrap_mp_vfs_mount_romfs_protected(void) {
+    return 0;
 }
 
 #endif // MICROPY_VFS_ROM_IOCTL
