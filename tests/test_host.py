@@ -72,12 +72,19 @@ def server(tmp_path):
         yield served, url
 
 
+ROMFS_FW = "ESP8266_GENERIC-FLASH_2M_ROMFS-20251209-v1.27.0.bin"
+
+
 def test_variant_follows_the_flash_size(fw_root):
     fw = firmware.Firmware(fw_root)
-    assert fw.variant("4MB").file == "ESP8266_GENERIC-20251209-v1.27.0.bin"
-    assert fw.variant("2MB").file == "ESP8266_GENERIC-20251209-v1.27.0.bin"
+    # 2 MB and up: the build with the ROMFS partition the app runs from; 1 MB: the app as files.
+    assert fw.variant("4MB").file == ROMFS_FW
+    assert fw.variant("2MB").file == ROMFS_FW
+    assert fw.variant(16 << 20).file == ROMFS_FW
     assert fw.variant("1MB").file == "ESP8266_GENERIC-FLASH_1M-20251209-v1.27.0.bin"
-    assert fw.variant("512KB").file == "ESP8266_GENERIC-FLASH_512K-20251209-v1.27.0.bin"
+    # The 512 KB build has no filesystem: refused, with the reason.
+    with pytest.raises(UserError, match="512KB flash chip: .*no filesystem.*1 MB of flash or more"):
+        fw.variant("512KB")
     with pytest.raises(UserError, match="fits a 256KB"):
         fw.variant("256KB")
 
@@ -85,13 +92,13 @@ def test_variant_follows_the_flash_size(fw_root):
 def test_download_is_checked_pinned_and_reused(fw_root, server, capsys):
     www, url = server
     good = image.make()
-    (www / "ESP8266_GENERIC-20251209-v1.27.0.bin").write_bytes(good)
+    (www / ROMFS_FW).write_bytes(good)
     fw = firmware.Firmware(fw_root, base_url=url)
     path = fw.fetch(fw.variant("4MB"))
     assert path.read_bytes() == good
     assert "downloading" in capsys.readouterr().err
     lock = json.loads((fw_root / "lock.json").read_text())
-    assert lock["ESP8266_GENERIC-20251209-v1.27.0.bin"] == hashlib.sha256(good).hexdigest()
+    assert lock[ROMFS_FW] == hashlib.sha256(good).hexdigest()
     assert not list((fw_root / "downloads").glob("*.part*"))
     # Later flashes check the pinned sum: a file changed on disk is refused.
     path.write_bytes(image.make(seed=1))
@@ -107,11 +114,11 @@ def test_download_is_checked_pinned_and_reused(fw_root, server, capsys):
 ])
 def test_a_bad_download_is_refused_and_not_kept(fw_root, server, body, message):
     www, url = server
-    (www / "ESP8266_GENERIC-20251209-v1.27.0.bin").write_bytes(body)
+    (www / ROMFS_FW).write_bytes(body)
     fw = firmware.Firmware(fw_root, base_url=url)
     with pytest.raises(UserError, match=message):
         fw.fetch(fw.variant("4MB"))
-    assert not (fw_root / "downloads" / "ESP8266_GENERIC-20251209-v1.27.0.bin").exists()
+    assert not (fw_root / "downloads" / ROMFS_FW).exists()
     assert not (fw_root / "lock.json").exists()
 
 

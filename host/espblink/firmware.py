@@ -1,5 +1,6 @@
-"""The MicroPython firmware: which file for which flash size, downloading it safely, and checking a file
-is an ESP8266 image before anything is flashed."""
+"""The MicroPython firmware: which file for which flash size (firmware/manifest.json: the FLASH_2M_ROMFS build
+from 2 MB, the FLASH_1M build on 1 MB, none on 512 KB), downloading it safely, and checking a file is an
+ESP8266 image before anything is flashed."""
 
 from __future__ import annotations
 
@@ -38,13 +39,16 @@ class Firmware:
         return self.manifest["release"]
 
     def variant(self, flash_size: str | int) -> Variant:
-        """The build for a chip's flash size (esptool's name for it, e.g. "4MB", or bytes)."""
+        """The build for a chip's flash size (esptool's name for it, e.g. "4MB", or bytes); a size whose
+        build the manifest marks "refused" stops here with the reason."""
         size = SIZES.get(flash_size, 0) if isinstance(flash_size, str) else flash_size
         fits = [(v["min_flash"], name) for name, v in self.manifest["variants"].items() if v["min_flash"] <= size]
         if not fits:
             raise UserError(f"no MicroPython build in firmware/manifest.json fits a {flash_size} flash chip")
         name = max(fits)[1]
         v = self.manifest["variants"][name]
+        if v.get("refused"):
+            raise UserError(f"this board has a {flash_size} flash chip: {v['refused']}")
         return Variant(name, v["file"], v["sha256"] or self._lock().get(v["file"]))
 
     def _lock(self) -> dict[str, str]:

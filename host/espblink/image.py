@@ -66,8 +66,10 @@ def _looks_esp32(data: bytes) -> bool:
     return len(data) > 24 and data[8] == 0xEE
 
 
-def make(version: str = "v1.27.0", size: int = 600 * 1024, seed: int = 8266) -> bytes:
-    """A valid ESP8266 image laid out like MicroPython's firmware .bin, about `size` bytes."""
+def make(version: str = "v1.27.0", size: int = 600 * 1024, seed: int = 8266, variant: str = "") -> bytes:
+    """A valid ESP8266 image laid out like MicroPython's firmware .bin, about `size` bytes. `variant` (e.g.
+    "FLASH_2M_ROMFS") puts the build's name in it, ESP8266_GENERIC-<variant>, as the firmware carries it
+    (sys.implementation._build): the virtual board gives an image naming FLASH_2M_ROMFS the ROMFS partition."""
     rnd = random.Random(seed)
 
     def body(n: int) -> bytes:
@@ -88,5 +90,7 @@ def make(version: str = "v1.27.0", size: int = 600 * 1024, seed: int = 8266) -> 
     ]
     _, head = img.save(None)
     banner = f"MicroPython {version} on 2025-12-09; ESP module with ESP8266".encode()
+    if variant:
+        banner += b"\x00ESP8266_GENERIC-" + variant.encode() + b"\x00"
     irom = banner + body(max(0, size - IROM_OFFSET - len(banner)))
     return head.ljust(IROM_OFFSET, b"\x00") + irom
