@@ -17,7 +17,7 @@ _WAIT = const(1)  # until self.at, then a new try
 _TCP = const(2)  # TCP connect under way
 _LOGIN = const(3)  # CONNECT sent, CONNACK awaited
 _UP = const(4)
-_STATES = ("waiting for home Wi-Fi", "waiting to try again", "connecting", "logging in", "connected")
+_STATES = ("no home Wi-Fi", "waiting", "connecting", "logging in", "connected")
 
 _KEEPALIVE_S = const(60)
 _PING_MS = const(30000)
@@ -30,8 +30,8 @@ _WRITE_S = 0.05  # the most one write may wait for the broker: the loop answers 
 _EAGAIN = const(11)
 _EINPROGRESS = const(115)
 # CONNACK return codes 1 to 5 (MQTT 3.1.1, 3.2.2.3)
-_REFUSED = ("protocol version refused", "client id refused", "broker unavailable",
-            "bad user name or password: check mqtt_user and mqtt_password", "not authorized: check mqtt_user")
+_REFUSED = ("protocol version", "client id", "broker unavailable", "wrong mqtt_user or mqtt_password",
+            "mqtt_user not authorized")
 
 
 class MQTT:
@@ -181,12 +181,10 @@ class MQTT:
 
     def _config(self, led):
         # Home Assistant's MQTT light, in its abbreviated keys (fewer bytes to build and send).
-        name = self.cfg["hostname"]
-        return (b'{"~":"%s","name":"%s","uniq_id":"espblink_%s_%s","obj_id":"%s_%s","cmd_t":"~/%s/set",'
-                b'"stat_t":"~/%s/state","avty_t":"~/status","dev":{"ids":["espblink_%s"],"name":"%s",'
-                b'"mdl":"NodeMCU ESP8266","mf":"espblink","sw":"%s","cu":"http://%s/"}}') % (
-            self.prefix, led.name, self.id, led.name, name, led.name, led.name, led.name, self.id, name,
-            self.version, self.sta.ifconfig()[0])
+        return (b'{"~":"%s","name":"%s","uniq_id":"espblink_%s_%s","cmd_t":"~/%s/set","stat_t":"~/%s/state",'
+                b'"avty_t":"~/status","dev":{"ids":["espblink_%s"],"name":"%s","mdl":"NodeMCU ESP8266","sw":"%s",'
+                b'"cu":"http://%s/"}}') % (self.prefix, led.name, self.id, led.name, led.name, led.name, self.id,
+                                          self.cfg["hostname"], self.version, self.sta.ifconfig()[0])
 
     def _states(self):
         # Every path that changes an LED (page, API, button, blink, MQTT) ends here: published once each.
@@ -331,8 +329,8 @@ class MQTT:
             self._pub(topic, b"")
 
     def write_json(self, w):
-        # For /api/status: {"broker":..,"state":..,"problem":..}
-        w(b'{"broker":"%s","state":"%s","problem":' % (self.broker, _STATES[self.state]))
+        # For /api/status: {"broker":..,"prefix":..,"state":..,"problem":..}
+        w(b'{"broker":"%s","prefix":"%s","state":"%s","problem":' % (self.broker, self.prefix, _STATES[self.state]))
         w(b'"%s"}' % self.problem if self.problem else b"null}")
 
 

@@ -47,7 +47,7 @@ def load(path: Path = DEFAULT, create_missing: bool = True) -> dict[str, Any]:
     return cfg
 
 
-SECRETS = ("ap_key", "wifi_key", "admin_password")  # never printed: a difference is only "changed"
+SECRETS = ("ap_key", "wifi_key", "admin_password", "mqtt_password")  # never printed: a difference is only "changed"
 
 
 def canonical(cfg: dict[str, Any]) -> dict[str, Any]:
