@@ -15,6 +15,14 @@ PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touc
                        "Chrome/150.0 Mobile Safari/537.36"}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def board_micropython():
+    """The board's MicroPython, built once before any test starts a board (about 30 s the first time)."""
+    from nodemcu import runtime
+
+    return runtime.build()
+
+
 @pytest.fixture(scope="session")
 def pw():
     """Playwright, started once: its sync API cannot run twice at a time."""

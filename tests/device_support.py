@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from espblink import runtime
+from nodemcu import runtime
+from nodemcu.board import NodeMCU
 
 ESPBLINK = [sys.executable, "-m", "espblink"]
 
@@ -108,7 +109,7 @@ class App:
 
 
 @contextmanager
-def run_app(tmp: Path, config: dict[str, Any] | str | None = None, heap: int = runtime.DEFAULT_HEAP,
+def run_app(tmp: Path, config: dict[str, Any] | str | None = None, heap: int = NodeMCU.HEAP,
             pins: dict[int, int] | None = None, files: dict[str, str] | None = None,
             wait: bool = True) -> Iterator[App]:
     """`espblink run` with the board's filesystem in tmp; config as a dict (JSON) or raw text."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from espblink import image
-from espblink.sim import control
+from nodemcu.control import control
 
 ESPBLINK = [sys.executable, "-m", "espblink"]
 

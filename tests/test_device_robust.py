@@ -113,7 +113,8 @@ def run_once(fs, port):
 def access_point(tmp_path, config=None):
     """Power the board on with the given config.json; the access point as its Wi-Fi hardware last set it,
     and what it printed."""
-    from espblink import runner, runtime
+    from espblink import runner
+    from nodemcu import runtime
 
     fs = tmp_path / "fs"
     runner.install(fs)
@@ -165,7 +166,8 @@ def test_watchdog_is_fed_while_clients_stall_and_leds_blink(tmp_path):
     import socket as sk
     import urllib.request
 
-    from espblink import runner, runtime
+    from espblink import runner
+    from nodemcu import runtime
 
     fs = tmp_path / "fs"
     runner.install(fs)
@@ -212,7 +214,8 @@ def test_watchdog_is_fed_while_clients_stall_and_leds_blink(tmp_path):
 
 def test_watchdog_resets_count_as_crashes(tmp_path):
     # A hang the watchdog ended is a crash too: three such boots in a row and the app stays off.
-    from espblink import runner, runtime
+    from espblink import runner
+    from nodemcu import runtime
 
     fs = tmp_path / "fs"
     runner.install(fs)

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from device_support import VALID, run_app
-from espblink import runtime
+from nodemcu.board import NodeMCU
 
 ADMIN = "open sesame 42"
 CONFIG = {**VALID, "admin_password": ADMIN, "wifi_ssid": "home", "wifi_key": "home key 123"}
@@ -21,12 +21,14 @@ def post_settings(app, body: dict, headers: dict | None = None) -> tuple[int, st
     status, _, out = app.request("POST", "/api/settings", json.dumps(body), headers or API)
     return status, out.decode()
 
+HEAP = NodeMCU.HEAP
+
 
 # The settings code is loaded while a change is saved: it needs the heap a board has free (the virtual
-# board's, runtime.SIM_HEAP), more than the tight --heap 40000 the LED pages are held to.
+# board's heap).
 @pytest.fixture
 def app(tmp_path):
-    with run_app(tmp_path, CONFIG, heap=runtime.SIM_HEAP) as a:
+    with run_app(tmp_path, CONFIG, heap=HEAP) as a:
         yield a
 
 
@@ -89,7 +91,7 @@ def test_a_valid_change_is_written_whole_and_the_board_restarts(app):
 
 
 def test_settings_page_is_off_without_an_admin_password(tmp_path):
-    with run_app(tmp_path, VALID, heap=runtime.SIM_HEAP) as app:
+    with run_app(tmp_path, VALID, heap=HEAP) as app:
         assert app.get_json("/api/settings")["admin"] is False
         status, body = post_settings(app, {"admin": "", "ap_ssid": "x"})
         assert status == 403 and "settings page is off" in body and "admin_password" in body

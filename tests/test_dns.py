@@ -19,7 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from espblink import build, paths, runtime
+from espblink import build, paths
+from nodemcu import runtime
 
 BOARD = "192.168.4.1"
 HEAP = 8000
@@ -117,7 +118,7 @@ def responder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Responder]:
     build.compile_module(paths.DEVICE / "dns.py", fs / "dns.mpy")
     (fs / "harness.py").write_text(HARNESS)
     port = runtime.free_port(socket.SOCK_DGRAM)
-    proc = runtime.spawn(["harness.py", BOARD], fs, HEAP, {}, {53: port}, stdin=subprocess.PIPE,
+    proc = runtime.run(["harness.py", BOARD], fs, HEAP, ports={53: port}, stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     try:
         assert proc.stdout

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from espblink import image, paths, settings, sync
-from espblink.sim.flash import SIZE
+from nodemcu.flash import SIZE
 from sim_support import ESPBLINK, mpremote, running_sim
 
 # The old app: the same code with every source one line lower, so every file the board gets (each .mpy,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from espblink import cli, image, paths, settings, sync
-from espblink.sim.flash import SIZE
+from nodemcu.flash import SIZE
 
 SECRET_KEY = "board-only-key-123"  # set "on the board": must never be printed
 

@@ -17,7 +17,7 @@ import pytest
 import serial
 
 from espblink import image
-from espblink.sim.rom import slip_encode
+from nodemcu.rom import slip_encode
 from sim_support import ESPBLINK, esptool, firmware_file, mpremote, running_sim
 
 # boot.py and main.py that leave a trace in a file, so a test sees which of them ran after a reset.

@@ -101,22 +101,6 @@ def build(src: Path = paths.DEVICE, out: Path | None = None, cmd: list[str] | No
     return out
 
 
-def compile_shims() -> Path:
-    """The virtual board's machine, network and esp, compiled like the device code."""
-    out = paths.BUILD / "shims"
-    out.mkdir(parents=True, exist_ok=True)
-    for f in paths.SHIMS.glob("*.py"):
-        dst = out / (f.stem + ".mpy")
-        tmp = out / f"{f.name}.{os.getpid()}"  # other processes may be loading the shims right now
-        if f.name == "launch.py":
-            shutil.copyfile(f, tmp)
-            tmp.replace(out / f.name)
-        elif not dst.exists() or dst.stat().st_mtime < f.stat().st_mtime:
-            compile_module(f, tmp)
-            tmp.replace(dst)
-    return out
-
-
 def cmd_build(args: argparse.Namespace) -> int:
     from espblink import firmware
 

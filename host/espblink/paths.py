@@ -6,4 +6,3 @@ ROOT = Path(__file__).resolve().parents[2]
 DEVICE = ROOT / "device"
 BUILD = ROOT / "build"
 FIRMWARE = ROOT / "firmware"
-SHIMS = Path(__file__).resolve().parent / "shims"

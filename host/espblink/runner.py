@@ -1,4 +1,5 @@
-"""`espblink run`: the device app on real MicroPython in the foreground, as the board would run it."""
+"""`espblink run`: the device app in the foreground on the board's own MicroPython (nodemcu.runtime), with
+the board's heap, a folder standing for its filesystem."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from espblink import build, rules, runtime
+from espblink import build, rules
 from espblink.errors import UserError
+from nodemcu import runtime
+from nodemcu.board import NodeMCU
 
 
 def leds_of(config: Path | None) -> list[dict[str, Any]]:
@@ -50,16 +53,18 @@ def install(fs: Path, config: Path | None = None) -> None:
 
 
 def power_on(fs: Path, on_message: Callable[[dict[str, Any]], None], http_port: int, dns_port: int = 0,
-             heap: int = runtime.DEFAULT_HEAP, pins: dict[int, int] | None = None, reset_cause: int = 0,
+             heap: int = NodeMCU.HEAP, pins: dict[int, int] | None = None, reset_cause: int = 0,
              **popen: Any) -> tuple[subprocess.Popen, runtime.HwLink]:
     """Start MicroPython on fs as the board would (boot.py, then main.py); pins are input levels held from
     power-on, reset_cause what machine.reset_cause() answers (1: the watchdog). The shims' messages (pins,
     Wi-Fi) go to on_message. The caller stops the process and closes the link."""
     link = runtime.HwLink(on_message)
-    hw = {"hw": link.port, "mac": runtime.MAC, "pins": {str(k): v for k, v in (pins or {}).items()},
-          "reset_cause": reset_cause}
-    proc = runtime.spawn([str(build.compile_shims() / "launch.py")], fs, heap, hw, {80: http_port, 53: dns_port},
-                         **popen)
+    hw = {"mac": NodeMCU.MAC, "pins": {str(k): v for k, v in (pins or {}).items()}, "reset_cause": reset_cause}
+    try:
+        proc = runtime.launch(fs, hw, link, {80: http_port, 53: dns_port}, heap, **popen)
+    except runtime.BuildError as e:
+        link.close()
+        raise UserError(str(e)) from None
     return proc, link
 
 
@@ -128,7 +133,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the device app (the .mpy build) on MicroPython here")
     p.add_argument("--http-port", type=int, required=True, help="host port the board's port 80 appears at")
     p.add_argument("--dns-port", type=int, default=0, help="host UDP port for the board's DNS (0: any free)")
-    p.add_argument("--heap", type=int, default=runtime.DEFAULT_HEAP, help="MicroPython heap in bytes")
+    p.add_argument("--heap", type=int, default=NodeMCU.HEAP, help="MicroPython heap in bytes (the board's: 38912)")
     p.add_argument("--config", type=Path, help="config.json to put on the virtual board")
     p.add_argument("--dir", help="folder to use as the board's filesystem (default: a temporary one)")
     p.add_argument("--pin", action="append", default=[], metavar="GPIO=LEVEL",

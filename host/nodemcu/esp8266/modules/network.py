@@ -39,6 +39,8 @@ def _mac(i):
 
 
 class WLAN:
+    IF_STA = STA_IF
+    IF_AP = AP_IF
     _ifs = [None, None]
 
     def __new__(cls, interface=STA_IF):
@@ -147,7 +149,8 @@ class WLAN:
             n = {"essid": "ssid", "password": "key", "authmode": "security"}.get(k, k)
             if n not in self._cfg:
                 raise ValueError("unknown config param")
-            self._cfg[n] = kwargs[k]
+            v = kwargs[k]
+            self._cfg[n] = v.decode() if isinstance(v, bytes) else v  # the SDK keeps bytes; reads give str
         if self._if == AP_IF and self._cfg["security"] and len(self._cfg["key"]) < 8:
             raise ValueError("password too short")
         self._report()

@@ -5,22 +5,23 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from espblink import flash, image, paths, runtime, settings, sync
-from espblink.sim import serve_control, stop_board
-from espblink.sim.board import BOARD_FILES, Board
+from espblink import flash, image, paths, settings, sync
+from espblink.sim import new_board
+from nodemcu import control
+from nodemcu.board import NodeMCU
 
 
-def demo(state: Path, heap: int = runtime.SIM_HEAP, settings_path: Path = settings.DEFAULT) -> int:
-    for name in BOARD_FILES:  # a fresh board: erased flash (only the board's own files go)
+def demo(state: Path, heap: int = NodeMCU.HEAP, settings_path: Path = settings.DEFAULT) -> int:
+    for name in NodeMCU.FILES:  # a fresh board: erased flash (only the board's own files go)
         (state / name).unlink(missing_ok=True)
-    board = Board(state, heap=heap, log=lambda line: print(f"  [board] {line}", flush=True))
-    ctl = serve_control(board, state)
+    board = new_board(state, heap, log=lambda line: print(f"  [board] {line}", flush=True))
+    ctl = control.serve(board)
     try:
         board.power_on()
         port = board.rfc2217.url
         print(f"virtual NodeMCU on {port} (terminal: {board.pty.path})")
-        # No MicroPython image can be downloaded for the virtual board: it runs the unix port, and takes any
-        # valid ESP8266 image as its firmware.
+        # No MicroPython image can be downloaded for the virtual board: it runs the board's MicroPython built
+        # for this host, and takes any valid ESP8266 image as its firmware.
         fw = paths.BUILD / "sim-firmware.bin"
         fw.parent.mkdir(parents=True, exist_ok=True)
         fw.write_bytes(image.make())
@@ -33,7 +34,5 @@ def demo(state: Path, heap: int = runtime.SIM_HEAP, settings_path: Path = settin
     except KeyboardInterrupt:
         pass
     finally:
-        stop_board(board, ctl, state)
+        control.stop(board, ctl)
     return 0
-
-

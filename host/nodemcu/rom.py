@@ -12,7 +12,7 @@ import struct
 import zlib
 from collections.abc import Callable
 
-from espblink.sim.flash import SECTOR, Flash
+from nodemcu.flash import SECTOR, Flash
 
 MAGIC_REG = 0x40001000
 CHIP_MAGIC = 0xFFF0C101
@@ -82,6 +82,29 @@ def checksum(data: bytes) -> int:
     for b in data:
         c ^= b
     return c
+
+
+def load_image(data: bytes) -> list[tuple[int, int]]:
+    """What the ROM does before it jumps to the firmware: read the v1 image header at flash offset 0 and
+    each segment (load address, length), and check the checksum byte. Raises ValueError when the ROM would
+    stop (an erased or damaged image)."""
+    if len(data) < 8 or data[0] != 0xE9 or not 1 <= data[1] <= 16:
+        raise ValueError("no firmware image at 0x0")
+    segments, offset, body = [], 8, b""
+    for _ in range(data[1]):
+        if offset + 8 > len(data):
+            raise ValueError("truncated image")
+        address, length = struct.unpack_from("<II", data, offset)
+        offset += 8
+        if offset + length > len(data):
+            raise ValueError("truncated image")
+        body += data[offset:offset + length]
+        segments.append((address, length))
+        offset += length
+    end = (offset + 16) & ~15  # the checksum byte ends the 16-byte line after the last segment
+    if end > len(data) or data[end - 1] != checksum(body):
+        raise ValueError("image checksum wrong")
+    return segments
 
 
 class Bootloader:

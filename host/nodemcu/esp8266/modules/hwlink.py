@@ -38,19 +38,3 @@ def poll():
             else:
                 cfg[k] = msg[k]
 
-
-def qstr_room():
-    # On the board machine, network and esp are built in: their ~160 names are in the firmware's ROM
-    # qstr table. Here they fill MicroPython's first dynamic qstr pools, and the app's first names would
-    # make it allocate the next, twice-as-large pool (about 3.8 KB on this 64-bit port) that the board
-    # does not need. Called once the shims are loaded, this interns throwaway names until that pool
-    # exists, which makes it part of the shims' heap (the host measures it and adds it to the board's).
-    # getattr interns the name it is given.
-    import gc
-
-    gc.collect()
-    for i in range(512):
-        before = gc.mem_free()
-        getattr(cfg, "_q%d" % i, None)
-        if before - gc.mem_free() > 1000:
-            return

@@ -1,5 +1,5 @@
 """A virtual NodeMCU: power, the auto-reset circuit, the ROM or the firmware on the UART, GPIOs and Wi-Fi
-state in state.json, and MicroPython (the unix port) as the firmware's engine."""
+state in state.json, and the board's own MicroPython (runtime.py) as the firmware's engine."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import os
 import pty
 import select
 import socket
-import struct
 import subprocess
 import termios
 import threading
@@ -17,26 +16,46 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from espblink import build, image, runtime
-from espblink.sim.flash import Flash
-from espblink.sim.rom import Bootloader
-from espblink.sim.serial import Pty, Rfc2217Server
+from nodemcu import runtime
+from nodemcu.flash import Flash
+from nodemcu.rom import Bootloader, load_image
+from nodemcu.usb import Pty, Rfc2217Server
 
-FLASH_USER_START = 0x100000  # where ESP8266_GENERIC's filesystem region starts on a 4 MB chip
-# The NodeMCU's own LEDs (wired to 3.3 V: pin low = lit) and the documented external LED on GPIO5.
-WIRING = [{"name": "blue", "gpio": 2, "active_low": True}, {"name": "red", "gpio": 16, "active_low": True},
-          {"name": "external", "gpio": 5, "active_low": False}]
-RST_POWER_ON, RST_WDT, RST_SOFT, RST_HARD = 0, 1, 4, 6
-BOARD_FILES = ("flash.bin", "state.json", "state.tmp", "ctl.sock")  # what a board keeps in its state folder
-ROM_BANNER = " ets Jan  8 2013,rst cause:%d, boot mode:(%d,%d)\r\n\r\n"
+Wiring = list[dict[str, Any]]  # LEDs: {"name", "gpio", "active_low"}
+
+
+class NodeMCU:
+    """The board's facts, in one place."""
+
+    HEAP = runtime.HEAP
+    MAC = "5c:cf:7f:1a:2b:3c"
+    FLASH_USER_START = 0x100000  # where ESP8266_GENERIC's filesystem region starts (2 MiB chips and up)
+    # The FLASH_2M_ROMFS variant's read-only partition (boards/esp8266_2MiB_ROMFS.ld). An image is that
+    # variant when it carries its build name, as sys.implementation._build does on the board.
+    ROMFS = (0xB0000, 320 * 1024)
+    ROMFS_BUILD = b"ESP8266_GENERIC-FLASH_2M_ROMFS"
+    # The NodeMCU's own LEDs, wired to 3.3 V (pin low = lit): what the console names before the board's
+    # settings say otherwise.
+    WIRING: Wiring = [{"name": "blue", "gpio": 2, "active_low": True},
+                      {"name": "red", "gpio": 16, "active_low": True}]
+    RST_POWER_ON, RST_WDT, RST_SOFT, RST_HARD = 0, 1, 4, 6
+    FILES = ("flash.bin", "state.json", "state.tmp", "ctl.sock")  # what a board keeps in its state folder
+    ROM_BANNER = " ets Jan  8 2013,rst cause:%d, boot mode:(%d,%d)\r\n\r\n"
+
 
 
 class Board:
-    def __init__(self, state: Path, heap: int = runtime.SIM_HEAP, sta: dict[str, str] | None = None,
-                 sta_delay_ms: int = 1500, log: Callable[[str], None] = print) -> None:
-        self.dir = state
-        state.mkdir(parents=True, exist_ok=True)
+    def __init__(self, state: Path, heap: int = NodeMCU.HEAP, sta: dict[str, str] | None = None,
+                 sta_delay_ms: int = 1500, log: Callable[[str], None] = print,
+                 wiring: Callable[[Board], Wiring | None] | None = None) -> None:
+        """wiring(board), asked at every boot, names the LEDs on the console and in state.json (the
+        deploy tool reads them from the board's settings); None: the NodeMCU's own two."""
+        self.dir = state.resolve()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        state = self.dir
         self.heap = heap
+        self.wiring_of = wiring
+        self.wiring: Wiring = NodeMCU.WIRING
         self.sta = sta or {}
         self.sta_delay_ms = sta_delay_ms
         self.log = log
@@ -62,14 +81,14 @@ class Board:
         self.wlan: dict[str, Any] = {}
         self.hostname = ""
         self.boots = 0
+        self.romfs = False
         self.hw = runtime.HwLink(self._hw_message)
         self.rfc2217 = Rfc2217Server(self.uart_in, self.set_lines, self.sinks.append, self._remove_sink)
         self.pty = Pty(self.uart_in)
         self.sinks.append(self.pty.write)
         self._stop = threading.Event()
         threading.Thread(target=self._watchdog, daemon=True, name="wdt").start()
-        build.compile_shims()
-        runtime.portmap_library()
+        runtime.build()
 
     # -- the outside world -----------------------------------------------------------------------
     def info(self) -> dict[str, str]:
@@ -78,7 +97,7 @@ class Board:
 
     def power_on(self) -> None:
         with self.lock:
-            self._boot(self.pins.get("0", 1) == 0, RST_POWER_ON)
+            self._boot(self.pins.get("0", 1) == 0, NodeMCU.RST_POWER_ON)
 
     def power_off(self) -> None:
         with self.lock:
@@ -92,7 +111,7 @@ class Board:
         self.power_off()
         time.sleep(0.05)
         if hold_flash:
-            self._press_flash_after_rom(RST_POWER_ON)
+            self._press_flash_after_rom(NodeMCU.RST_POWER_ON)
         else:
             self.power_on()
 
@@ -100,9 +119,9 @@ class Board:
         """The RST button: EN pulsed low."""
         with self.lock:
             if hold_flash:
-                self._press_flash_after_rom(RST_HARD)
+                self._press_flash_after_rom(NodeMCU.RST_HARD)
             else:
-                self._boot(self.pins.get("0", 1) == 0, RST_HARD)
+                self._boot(self.pins.get("0", 1) == 0, NodeMCU.RST_HARD)
 
     def _press_flash_after_rom(self, cause: int) -> None:
         """FLASH (GPIO0) pressed just after the ROM sampled it: the firmware starts and sees the button
@@ -181,7 +200,7 @@ class Board:
                 self.wlan = {}
                 self._write_state()
             else:
-                self._boot(gpio0_low, RST_HARD)
+                self._boot(gpio0_low, NodeMCU.RST_HARD)
 
     # -- booting ---------------------------------------------------------------------------------------
     def _boot(self, bootloader: bool, cause: int) -> None:
@@ -190,32 +209,32 @@ class Board:
         self.wlan = {}
         self.boots += 1
         if bootloader:
-            self.emit((ROM_BANNER % (2 if cause else 0, 1, 7)).encode() + b"waiting for host\r\n")
+            self.emit((NodeMCU.ROM_BANNER % (2 if cause else 0, 1, 7)).encode() + b"waiting for host\r\n")
             self.mode = "rom"
-            self.rom = Bootloader(self.flash, bytes.fromhex(runtime.MAC.replace(":", "")), self.emit,
+            self.rom = Bootloader(self.flash, bytes.fromhex(NodeMCU.MAC.replace(":", "")), self.emit,
                                   self._run_from_rom)
             self._write_state()
             return
-        self.emit((ROM_BANNER % (2 if cause else 0, 3, 6)).encode())
+        self.emit((NodeMCU.ROM_BANNER % (2 if cause else 0, 3, 6)).encode())
         self.flash.sync()
-        firmware = self.flash.read(0, FLASH_USER_START)
+        firmware = self.flash.read(0, NodeMCU.ROMFS[0])
         try:
-            info = image.check(firmware)
+            segments = load_image(firmware)
         except ValueError:
             self.emit(b"ets_main.c \r\n")  # an erased or broken image: the ROM stops here
             self.mode = "halted"
             self._write_state()
             return
-        offset = 8
-        for _ in range(info.segments):  # the ROM loads each segment into RAM, and says so
-            address, length = struct.unpack_from("<II", firmware, offset)
+        for address, length in segments:  # the ROM loads each segment into RAM, and says so
             self.emit(b"load 0x%08x, len %d, room 16 \r\n" % (address, length))
-            offset += 8 + length
+        self.romfs = NodeMCU.ROMFS_BUILD in firmware
+        self.wiring = (self.wiring_of and self.wiring_of(self)) or NodeMCU.WIRING
         self._start_firmware(cause, soft=False)
 
     def _run_from_rom(self) -> None:
         # Called from the bootloader (FLASH_END with reboot, RUN_USER_CODE): leave it for the firmware.
-        threading.Thread(target=lambda: (time.sleep(0.05), self._boot_locked(False, RST_HARD)), daemon=True).start()
+        threading.Thread(target=lambda: (time.sleep(0.05), self._boot_locked(False, NodeMCU.RST_HARD)),
+                         daemon=True).start()
 
     def _boot_locked(self, bootloader: bool, cause: int) -> None:
         with self.lock:
@@ -239,13 +258,10 @@ class Board:
         attrs[6][termios.VMIN] = 1
         attrs[6][termios.VTIME] = 0
         termios.tcsetattr(slave, termios.TCSANOW, attrs)
-        hw = {"hw": self.hw.port, "mac": runtime.MAC, "pins": dict(self.pins), "sta": self.sta,
-              "sta_delay_ms": self.sta_delay_ms, "flash": str(self.flash.path), "flash_size": self.flash.size,
-              "flash_user_start": FLASH_USER_START, "reset_cause": RST_SOFT if soft else cause,
-              "raw": soft and self.raw}
-        proc = runtime.spawn(["-i", "-c", "import board_boot; board_boot.boot()"], self.dir, self.heap, hw,
-                             {80: self.http_port, 53: self.dns_port},
-                             tty=True, stdin=slave, stdout=slave, stderr=slave)
+        hw = {**self._hw(), "pins": dict(self.pins), "sta": self.sta, "sta_delay_ms": self.sta_delay_ms,
+              "reset_cause": NodeMCU.RST_SOFT if soft else cause, "raw": soft and self.raw}
+        proc = runtime.launch(self.dir, hw, self.hw, {80: self.http_port, 53: self.dns_port}, self.heap,
+                              repl=True, stdin=slave, stdout=slave, stderr=slave)
         os.close(slave)
         os.set_blocking(master, False)  # a MicroPython not reading its input must not stall the board
         self.proc, self.master = proc, master
@@ -253,6 +269,23 @@ class Board:
             os.write(master, b"\x01")  # back into the raw REPL the reset came from
         threading.Thread(target=self._relay, args=(proc, master), daemon=True, name="mpy").start()
         self._write_state()
+
+    def _hw(self) -> dict[str, Any]:
+        hw: dict[str, Any] = {"mac": NodeMCU.MAC, "flash": str(self.flash.path), "flash_size": self.flash.size,
+                              "flash_user_start": NodeMCU.FLASH_USER_START}
+        if self.romfs:
+            hw["romfs"] = list(NodeMCU.ROMFS)
+        return hw
+
+    def read_file(self, name: str) -> bytes | None:
+        """A file from the board's filesystem (littlefs on the flash image), read by the board's own
+        MicroPython while the firmware is not running; None when it is not there."""
+        self.flash.sync()
+        script = ("import vfs, sys\nvfs.umount('/')\nfrom flashbdev import bdev\ntry:\n vfs.mount(bdev, '/')\n"
+                  " f = open(%r, 'rb')\nexcept OSError:\n sys.exit(1)\nsys.stdout.buffer.write(f.read())\n" % name)
+        r = runtime.run(["-c", script], self.dir, hw=self._hw(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        out, _ = r.communicate(timeout=20)
+        return out if r.returncode == 0 else None
 
     def _relay(self, proc: subprocess.Popen, master: int) -> None:
         prev_cr = False
@@ -282,11 +315,11 @@ class Board:
             self.proc = self.master = None
             request = self.reset_request
             if request == "hard":
-                self._boot(self.pins.get("0", 1) == 0, RST_HARD)
+                self._boot(self.pins.get("0", 1) == 0, NodeMCU.RST_HARD)
             else:
                 # The unix port ends on a soft reset (Ctrl-D); the board restarts MicroPython.
                 self.emit(b"MPY: soft reboot\r\n")
-                self._start_firmware(RST_SOFT, soft=True)
+                self._start_firmware(NodeMCU.RST_SOFT, soft=True)
 
     def _stop_firmware(self) -> None:
         proc, master = self.proc, self.master
@@ -311,7 +344,7 @@ class Board:
                 old = self.gpio.get(str(msg["gpio"]), {})
                 self.gpio[str(msg["gpio"])] = {"mode": msg["mode"], "level": msg["level"]}
                 if msg["mode"] != "in" and (old.get("level") != msg["level"] or old.get("mode") != msg["mode"]):
-                    self.log(runtime.gpio_line(msg["gpio"], msg["level"], WIRING))
+                    self.log(runtime.gpio_line(msg["gpio"], msg["level"], self.wiring))
             elif "wlan" in msg:
                 self.wlan[msg["wlan"]] = {k: v for k, v in msg.items() if k != "wlan"}
             elif "hostname" in msg:
@@ -341,11 +374,11 @@ class Board:
             with self.lock:
                 if self.wdt and time.monotonic() - self.wdt[1] > self.wdt[0] / 1000:
                     self.log("watchdog: not fed for %d ms, resetting" % self.wdt[0])
-                    self._boot(self.pins.get("0", 1) == 0, RST_WDT)
+                    self._boot(self.pins.get("0", 1) == 0, NodeMCU.RST_WDT)
 
     def leds(self) -> dict[str, bool]:
         out = {}
-        for led in WIRING:
+        for led in self.wiring:
             g = self.gpio.get(str(led["gpio"]))
             lit = bool(g and g["mode"] != "in" and (g["level"] == 0) == led["active_low"])
             out[led["name"]] = lit

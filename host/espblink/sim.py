@@ -1,0 +1,108 @@
+"""`espblink sim`: a virtual NodeMCU (the nodemcu package) that stock esptool and mpremote talk to as if it
+were on a USB port; its console names the LEDs as the board's settings do."""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import json
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from espblink import rules, settings
+from espblink.errors import UserError
+from nodemcu import control, runtime
+from nodemcu.board import Board, NodeMCU
+
+CONFIG = "config.json"  # the board's settings, as deploy writes them
+
+
+def wiring(board: Board) -> list[dict[str, Any]] | None:
+    """The LEDs the board's settings name (its config.json), for the console and state.json."""
+    data = board.read_file(CONFIG)
+    if data is None:
+        return None
+    try:
+        return rules.complete(json.loads(data))["leds"]
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def new_board(state: Path, heap: int, **kw: Any) -> Board:
+    try:
+        return Board(state, heap=heap, wiring=wiring, **kw)
+    except runtime.BuildError as e:
+        raise UserError(str(e)) from None
+
+
+def parse_sta(values: list[str]) -> dict[str, str]:
+    out = {}
+    for v in values:
+        ssid, sep, key = v.partition("=")
+        if not sep:
+            raise UserError(f"--sta wants SSID=KEY, got {v!r}")
+        out[ssid] = key
+    return out
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack: for hangs
+    board = new_board(Path(args.state), args.heap, sta=parse_sta(args.sta), sta_delay_ms=args.sta_delay_ms)
+    ctl = control.serve(board)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    board.power_on()
+    info = board.info()
+    if args.json:
+        print(json.dumps(info), flush=True)
+    else:
+        print(f"virtual NodeMCU on {info['serial']} (terminal: {info['pty']}); its web server at {info['http']}",
+              flush=True)
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        control.stop(board, ctl)
+    return 0
+
+
+def cmd_ctl(args: argparse.Namespace) -> int:
+    try:
+        out = control.control(Path(args.state), args.action, *args.args)
+    except control.ControlError as e:
+        raise UserError(str(e)) from None
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from espblink.demo import demo
+
+    return demo(Path(args.state), args.heap, Path(args.settings))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sim", help="run a virtual NodeMCU (esptool and mpremote talk to it over rfc2217://)")
+    p.add_argument("--state", default=".sim/board", help="folder that keeps the board's flash across runs")
+    p.add_argument("--json", action="store_true", help="print one JSON line with the board's addresses")
+    p.add_argument("--heap", type=int, default=NodeMCU.HEAP, help="the board's MicroPython heap (bytes)")
+    p.add_argument("--sta", action="append", default=[], metavar="SSID=KEY",
+                   help="a Wi-Fi network in range the board can join as a station")
+    p.add_argument("--sta-delay-ms", type=int, default=1500, help="how long joining a network takes")
+    p.set_defaults(func=cmd_sim)
+    s = p.add_subparsers(dest="sim_command", metavar="ACTION")
+    c = s.add_parser("ctl", help="control a running board: power-cycle, reset, pin GPIO 0|1, sta-drop, state",
+                     epilog="power-cycle hold-flash / reset hold-flash: FLASH (GPIO0) pressed just after the chip "
+                     "started (safe mode); pin 0 1 releases it. pin 0 0 before a reset: the ROM bootloader.")
+    c.add_argument("--state", default=".sim/board")
+    c.add_argument("action", choices=sorted(control.ACTIONS))
+    c.add_argument("args", nargs="*")
+    c.set_defaults(func=cmd_ctl)
+    d = s.add_parser("demo", help="a fresh board, flashed and deployed, left running (what `make sim` does)")
+    d.add_argument("--state", default=".sim/demo")
+    d.add_argument("--heap", type=int, default=NodeMCU.HEAP)
+    d.add_argument("--settings", default=str(settings.DEFAULT), help="the settings deployed (created if missing)")
+    d.set_defaults(func=cmd_demo)

@@ -1,0 +1,57 @@
+# What the firmware does at power-on, frozen into the virtual board's MicroPython: the port's _boot.py
+# (littlefs on the flash chip, formatted by inisetup.py on first boot), the ROMFS partition at /rom where
+# the variant has one, then boot.py and main.py (main.py not after a soft reset into the raw REPL).
+# Without a flash image (`espblink run`) the current folder is the filesystem.
+import gc
+import os
+import sys
+
+import vfs
+
+import esp  # noqa: F401  (the board's C modules are there before anything runs)
+import hwlink
+import machine  # noqa: F401
+import network  # noqa: F401
+
+cfg = hwlink.cfg
+if cfg.get("flash"):
+    vfs.umount("/")  # the unix port starts with the host's folders mounted at /
+    import _boot  # noqa: F401
+
+    os.chdir("/")
+    del sys.modules["_boot"]
+else:
+    gc.threshold((gc.mem_free() + gc.mem_alloc()) // 4)  # what _boot.py does first
+sys.path[:] = ["", ".frozen", "/lib"]
+if cfg.get("romfs"):
+    try:
+        vfs.mount(vfs.VfsRom(vfs.rom_ioctl(2, 0)), "/rom")
+        sys.path[:0] = ["/rom", "/rom/lib"]
+    except Exception as e:  # as mp_vfs_mount_romfs_protected: a bad partition is not mounted
+        sys.print_exception(e)
+hwlink.send(ready=1)  # the filesystem is up: the virtual UART delivers what was typed meanwhile
+
+
+def _run(name):
+    try:
+        f = open(name)
+    except OSError:
+        return
+    with f:
+        code = f.read()
+    try:
+        exec(code, {"__name__": "__main__"})
+    except BaseException as e:  # Ctrl-C too: the port prints the traceback, then its REPL starts
+        if isinstance(e, SystemExit):
+            raise
+        sys.print_exception(e)
+
+
+gc.collect()
+_run("boot.py")
+if not cfg.get("raw"):
+    _run("main.py")
+hwlink.send(wdt=0)  # at the REPL the ESP8266 port feeds the watchdog itself
+hwlink.send(repl=1)  # boot.py and main.py are done: the host can tell the board is idle
+del sys.modules["launch"]
+gc.collect()

@@ -1,0 +1,15 @@
+# The NodeMCU's MicroPython on the host: 32-bit like the ESP8266 (MICROPY_FORCE_32BIT=1 is given by
+# nodemcu.runtime where the host can build it), no threads, no libffi, no TLS, FAT and littlefs v2.
+FROZEN_MANIFEST = $(VARIANT_DIR)/manifest.py
+MICROPY_PY_THREAD = 0
+MICROPY_PY_FFI = 0
+MICROPY_PY_BTREE = 0
+MICROPY_PY_SSL = 0
+MICROPY_PY_TERMIOS = 0
+MICROPY_VFS_FAT = 1
+MICROPY_VFS_LFS1 = 0
+MICROPY_VFS_LFS2 = 1
+# vfs.rom_ioctl over the flash image's ROMFS partition (vfs_rom_ioctl.c: it replaces main.c's, and
+# launch.py mounts /rom).
+SRC_C += $(VARIANT_DIR)/vfs_rom_ioctl.c
+LDFLAGS_EXTRA += -Wl,--wrap=mp_vfs_rom_ioctl,--wrap=mp_vfs_mount_romfs_protected

@@ -1,0 +1,283 @@
+"""The NodeMCU's own MicroPython, built for this host, and the one way to start device code on it.
+
+The engine is MicroPython v1.27.0 (the release the board's firmware is), its unix port built 32-bit with
+the ESP8266 port's settings (esp8266/mpconfigvariant.h) and the firmware's frozen modules: _boot.py,
+flashbdev.py and inisetup.py as they are, asyncio, umqtt, requests, ntptime, and the board's C modules
+(machine, network, esp) as Python shims (esp8266/modules). It is built once from the release's source and
+kept in build/micropython/<key>/, the key a hash of the source and the variant.
+
+launch() starts it as the board powers on, with the board's heap, a UDP link to the shims (HwLink) and
+a port map that moves the board's binds of port 80 and 53 to free loopback ports.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import termios
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+VARIANT = HERE / "esp8266"
+ROOT = HERE.parents[1]  # the checkout: build/ and ../shared/ are found from here
+CACHE = ROOT / "build" / "micropython"
+RELEASE = "1.27.0"
+TARBALL = f"micropython-{RELEASE}-src.tar.xz"
+# Where the release's source is looked for, first found wins.
+SOURCES = [Path(p) for p in os.environ.get("ESPBLINK_MICROPYTHON_SRC", "").split(os.pathsep) if p] + [
+    ROOT.parent / "shared" / "micropython" / TARBALL, ROOT / "firmware" / "downloads" / TARBALL]
+HEAP = 38912  # ports/esp8266/main.c: static char heap[38 * 1024]
+
+
+class BuildError(Exception):
+    """The board's MicroPython cannot be built or started here; the message says what to do."""
+
+
+def _say(text: str) -> None:
+    print(f"nodemcu: {text}", file=sys.stderr, flush=True)
+
+
+def source() -> Path:
+    for p in SOURCES:
+        if p.is_file():
+            return p
+    raise BuildError(
+        f"MicroPython {RELEASE}'s source ({TARBALL}) is needed once to build the virtual board's MicroPython "
+        f"and was not found in: {', '.join(str(p) for p in SOURCES)}. Download the release's source tarball "
+        f"from https://micropython.org/download/ (micropython-{RELEASE}.tar.xz works too) and put it at "
+        f"{SOURCES[-1]}, or set ESPBLINK_MICROPYTHON_SRC to its path")
+
+
+def can_build_32bit() -> bool:
+    """Whether the C compiler can link 32-bit programs here (Debian: the gcc-multilib package)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        return False
+    probe = CACHE / "probe32"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run([cc, "-m32", "-x", "c", "-", "-o", str(probe)], input=b"int main(void){return 0;}",
+                       capture_output=True)
+    probe.unlink(missing_ok=True)
+    return r.returncode == 0
+
+
+def _key(src: Path, bits: int) -> str:
+    h = hashlib.sha256()
+    h.update(f"{src.stat().st_size}:{bits}".encode())
+    with open(src, "rb") as f:
+        h.update(hashlib.file_digest(f, "sha256").digest())
+    for f in sorted(p for p in VARIANT.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        h.update(str(f.relative_to(VARIANT)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+class Build:
+    """The board's MicroPython and its port-map library, built for this host once."""
+
+    def __init__(self) -> None:
+        self.bits = 32 if _cached_bits() == 32 else 64
+        self.dir = CACHE / _key(source(), self.bits)
+        self.exe = self.dir / "micropython"
+        self.portmap = self.dir / "portmap.so"
+
+    def ready(self) -> bool:
+        return self.exe.is_file() and self.portmap.is_file()
+
+    def make(self) -> None:
+        src = source()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(CACHE / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time; the others wait and find it made
+            if self.ready():
+                return
+            note = "32-bit, as the ESP8266" if self.bits == 32 else \
+                "64-bit: this host cannot build 32-bit programs (install gcc-multilib), so objects take more heap"
+            _say(f"building the board's MicroPython {RELEASE} ({note}) once, from {src}: about a minute")
+            t0 = time.monotonic()
+            tree = self.dir / "src"
+            if not (tree / "py").is_dir():
+                shutil.rmtree(tree, ignore_errors=True)
+                with tarfile.open(src) as tar:
+                    top = tar.getnames()[0].split("/")[0]
+                    tar.extractall(self.dir, filter="data")
+                (self.dir / top).rename(tree)
+            jobs = f"-j{os.cpu_count() or 2}"
+            m32 = ["MICROPY_FORCE_32BIT=1"] if self.bits == 32 else []
+            self._run(["make", "-C", str(tree / "mpy-cross"), jobs])  # first, on its own (see its README)
+            self._run(["make", "-C", str(tree / "ports" / "unix"), jobs, f"VARIANT_DIR={VARIANT}",
+                       f"BUILD={self.dir / 'obj'}", *m32])
+            shutil.copyfile(self.dir / "obj" / "micropython", self.exe.with_suffix(".tmp"))
+            self.exe.with_suffix(".tmp").chmod(0o755)
+            cc = shutil.which("cc") or shutil.which("gcc") or "cc"
+            self._run([cc, "-shared", "-fPIC", "-O2", *(["-m32"] if self.bits == 32 else []), "-o",
+                       str(self.portmap), str(HERE / "portmap.c"), "-ldl"])
+            self.exe.with_suffix(".tmp").replace(self.exe)
+            shutil.rmtree(self.dir / "obj", ignore_errors=True)
+            shutil.rmtree(tree, ignore_errors=True)
+            _say(f"built {self.exe} in {time.monotonic() - t0:.0f} s")
+
+    def _run(self, cmd: list[str]) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MICROPY")}
+        env["GIT_DIR"] = str(self.dir / "no-git")  # the version comes from the release, not this checkout's git
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if r.returncode != 0:
+            tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-25:])
+            raise BuildError(f"building the board's MicroPython failed ({' '.join(cmd[:3])} ...):\n{tail}\n"
+                                "It needs make and a C compiler (Debian: build-essential, and gcc-multilib for "
+                                "the 32-bit build)")
+
+
+_BITS: list[int] = []
+
+
+def _cached_bits() -> int:
+    if not _BITS:
+        _BITS.append(32 if can_build_32bit() else 64)
+    return _BITS[0]
+
+
+_BUILT: list[Build] = []
+
+
+def build() -> Build:
+    """The board's MicroPython, built on first use."""
+    if not _BUILT:
+        b = Build()
+        if not b.ready():
+            b.make()
+        if b.bits != 32:
+            _say("this host cannot build 32-bit programs: the virtual board runs a 64-bit build of the same "
+                 "variant, where objects take about twice the heap they take on the board")
+        _BUILT.append(b)
+    return _BUILT[0]
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class HwLink:
+    """Host end of the board's wiring: a UDP socket the shims send their messages to."""
+
+    def __init__(self, on_message: Callable[[dict[str, Any]], None]) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port: int = self.sock.getsockname()[1]
+        self.peer: tuple[str, int] | None = None
+        self._on_message = on_message
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="hwlink")
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                data, addr = self.sock.recvfrom(2048)
+            except OSError:
+                return
+            self.peer = addr
+            try:
+                msg = json.loads(data)
+            except ValueError:
+                continue
+            if isinstance(msg, dict):
+                self._on_message(msg)
+
+    def send(self, **msg: Any) -> None:
+        if self.peer:
+            try:
+                self.sock.sendto(json.dumps(msg).encode(), self.peer)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def launch(cwd: Path, hw: dict[str, Any], link: HwLink, ports: dict[int, int], heap: int = HEAP,
+           repl: bool = False, **popen: Any) -> subprocess.Popen:
+    """Power on: the board's MicroPython runs the frozen launch.py (the firmware's start-up, then boot.py
+    and main.py; then its REPL when repl). hw describes the board to the shims (esp8266/modules/hwlink.py
+    reads it): "flash" (the image's path: littlefs on it, else cwd is the filesystem), "flash_size",
+    "flash_user_start", "romfs" ([offset, size] of a ROMFS partition), "mac", "pins" (input levels held),
+    "sta" (networks in range), "reset_cause", "raw" (soft reset back into the raw REPL)."""
+    b = build()
+    cmd = [str(b.exe), "-X", f"heapsize={heap}", *(["-i"] if repl else []), "-c", "import launch"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MICROPY", "ESPBLINK_"))}
+    env["ESPBLINK_HW"] = json.dumps({**hw, "hw": link.port})
+    env["ESPBLINK_PORTMAP"] = ",".join(f"{a}={p}" for a, p in ports.items())
+    env["MICROPYPATH"] = ".frozen"
+    env["LD_PRELOAD"] = str(b.portmap)
+    if "romfs" in hw and hw.get("flash"):
+        env["ESPBLINK_ROMFS"] = "%s:%d:%d" % (hw["flash"], *hw["romfs"])
+    # Started from one long-lived thread: the kernel's parent-death signal follows the creating thread.
+    pre = _on_its_terminal if repl else _die_with_parent
+    return _SPAWNER.submit(subprocess.Popen, cmd, cwd=cwd, env=env, preexec_fn=pre, **popen).result()
+
+
+def run(args: Iterable[str], cwd: Path, heap: int = HEAP, hw: dict[str, Any] | None = None,
+        ports: dict[int, int] | None = None, **popen: Any) -> subprocess.Popen:
+    """A plain script on the board's MicroPython, the shims told about the board by hw (no link to a host
+    board), binds moved by ports: for reading its flash, tests and the bench."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MICROPY", "ESPBLINK_"))}
+    env["MICROPYPATH"] = ".frozen:"
+    env["ESPBLINK_HW"] = json.dumps(hw or {})
+    if ports:
+        env["ESPBLINK_PORTMAP"] = ",".join(f"{a}={p}" for a, p in ports.items())
+        env["LD_PRELOAD"] = str(build().portmap)
+    return subprocess.Popen([str(build().exe), "-X", f"heapsize={heap}", *args], cwd=cwd, env=env,
+                            preexec_fn=_die_with_parent, **popen)
+
+
+_SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="spawn")
+
+
+def _on_its_terminal() -> None:
+    # stdin is the board's UART pty: made the controlling terminal of a new session, so Ctrl-C typed
+    # there raises KeyboardInterrupt in the running program, as it does on the board.
+    _die_with_parent()
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def _die_with_parent() -> None:
+    # A board's MicroPython must not outlive the process that runs the board.
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def gpio_line(gpio: int, level: int, leds: list[dict[str, Any]]) -> str:
+    """`GPIO2 low: blue LED on`: the console line for a GPIO change, the LED named as the board's
+    settings name it."""
+    text = f"GPIO{gpio} {'high' if level else 'low'}"
+    for led in leds:
+        if led.get("gpio") == gpio:
+            lit = (not level) if led.get("active_low") else bool(level)
+            return f"{text}: {led.get('name')} LED {'on' if lit else 'off'}"
+    return text
+
+
+if __name__ == "__main__":  # `python -m nodemcu.runtime`: build it now (make does, before the tests)
+    try:
+        print(build().exe)
+    except BuildError as e:
+        print(f"nodemcu: {e}", file=sys.stderr)
+        sys.exit(2)
