@@ -7,7 +7,7 @@
 #      "espblink-ota SEQ LENGTH SHA256"); SEQ must be above the last one accepted (no replay). The board
 #      answers "101 Switching Protocols", then reads LENGTH bytes (the update: "put NAME SIZE\n" + SIZE
 #      bytes, or "del NAME\n", repeated) to a file in chunks, checks its SHA256, unpacks it beside the app,
-#      and swaps the files in by renames under a journal (ota.state), keeping the old ones in ota/old/.
+#      and swaps the files in by renames under a journal (ota.state), keeping the old ones in ota-files/old/.
 #      Its verdict is one last line: "OK ..." (then it restarts) or "ERR CODE ...".
 # At start, boot() finishes a swap cut by a power loss, counts the new app's boots and puts the old
 # app back after 3 crashes in a row; confirm() (the app ran 30 s) drops the old copy.
@@ -20,8 +20,9 @@ SEQ = "ota.seq"  # the last sequence number accepted: a request must carry a hig
 STATE = "ota.state"  # the journal: "switch" or "trial N", then one "put NAME 0|1" / "del NAME" a line
 LAST = "ota.last"  # what went wrong with the last update (a rollback), until a deploy reads it
 IMG = "ota.img"
-NEW = "ota/new/"
-OLD = "ota/old/"
+DIR = "ota-files"  # not a name import could take for a package
+NEW = DIR + "/new/"
+OLD = DIR + "/old/"
 TRIES = 3  # a new app that crashes this many times in a row is replaced by the old one
 IDLE_S = 2  # the most one read of the update may wait; the watchdog bites after 3.2 s
 PROTOCOL = b"espblink-ota"
@@ -58,8 +59,8 @@ def _remove(name):
 
 
 def _clear(folder):
-    # Empties ota/new/ or ota/old/ (made if missing).
-    for d in ("ota", folder[:-1]):
+    # Empties NEW or OLD (made if missing).
+    for d in (DIR, folder[:-1]):
         try:
             os.mkdir(d)
         except OSError:
@@ -126,7 +127,7 @@ def _set_phase(phase, ops):
 
 
 def _switch(ops):
-    # Swaps the new files in, the old ones kept in ota/old/. Run again after a power cut, it goes on
+    # Swaps the new files in, the old ones kept in OLD. Run again after a power cut, it goes on
     # from where it stopped: each step is one rename, done only while its source is still there.
     for op, name, _ in ops:
         if op == b"put":
@@ -259,7 +260,7 @@ def _receive(sock, buf, length, feed):
 
 
 def _unpack(buf, feed):
-    # ota.img's files to ota/new/; returns the journal's operations.
+    # ota.img's files to NEW; returns the journal's operations.
     _clear(NEW)
     _clear(OLD)
     ops = []
@@ -271,7 +272,7 @@ def _unpack(buf, feed):
                 return ops
             w = line.split()
             name = w[1].decode() if len(w) > 1 else ""
-            if not name or "/" in name or name in (KEY, SEQ, STATE, LAST, IMG, "ota", "..", "."):
+            if not name or "/" in name or name in (KEY, SEQ, STATE, LAST, IMG, DIR, "..", "."):
                 raise Refused(b"400 Bad Request", "bad file name in the update: %s" % name)
             if w[0] == b"del" and len(w) == 2:
                 ops.append((b"del", name, True))
