@@ -5,7 +5,7 @@ ESPBLINK := $(VENV)/bin/espblink
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 PORT_ARG = $(if $(PORT),--port '$(PORT)')
 
-.PHONY: all flash deploy build repl reset status erase sim test bench lint chromium clean
+.PHONY: all flash deploy build repl reset status erase sim test test-fast bench lint debs multilib runtime clean
 
 all: build
 
@@ -36,20 +36,35 @@ status: $(STAMP)
 erase: $(STAMP)
 	$(ESPBLINK) erase $(PORT_ARG)
 
-sim: $(STAMP)
+sim: $(STAMP) runtime
 	$(ESPBLINK) sim demo
 
-# Browser tests need Debian's chromium (Playwright cannot download its own browser here).
-chromium:
-	@command -v chromium >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
+# Debian packages, installed with apt (as root, else through sudo) where missing: gcc-multilib builds the
+# board's MicroPython 32-bit as the ESP8266 is (without it, and off Debian, it is built 64-bit); the tests
+# also need chromium (Playwright cannot download its own browser here) and mosquitto (a real MQTT broker).
+APT = if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; \
+      else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; fi
+HAS_M32 = echo 'int main(void){return 0;}' | cc -m32 -x c - -o /dev/null 2>/dev/null
+
+multilib:
+	@$(HAS_M32) || ! command -v apt-get >/dev/null || { $(call APT,gcc-multilib); }
+
+debs: multilib
+	@command -v chromium >/dev/null && [ -x /usr/sbin/mosquitto ] || { $(call APT,chromium mosquitto); }
+
+# The board's MicroPython (v1.27.0 unix port, ESP8266 settings), built once into build/micropython/.
+runtime: $(STAMP) multilib
+	@$(PY) -m nodemcu.runtime >/dev/null
 
 lint: $(STAMP)
 	$(PY) -m ruff check host tests bench
 
-test: $(STAMP) chromium lint
+test: $(STAMP) debs lint runtime
 	$(PY) -m pytest
+
+# The inner loop: host logic and device modules, no board, browser or broker (under a minute).
+test-fast: $(STAMP) runtime
+	$(PY) -m pytest -m fast
 
 bench: $(STAMP)
 	$(PY) -m bench

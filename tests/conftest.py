@@ -1,4 +1,8 @@
-"""Shared test setup. Browser tests use Debian's chromium through Playwright (no browser download here)."""
+"""Shared test setup. Browser tests use Debian's chromium through Playwright (no browser download here).
+
+Tiers, as markers: `fast` (host logic and device modules on the board's MicroPython, no board, browser or
+broker: `make test-fast`, under a minute), `board` (a running app or virtual board), `browser` (Chromium).
+A module is fast when it is listed in FAST; a test that uses the browser is `browser`; the rest `board`."""
 
 from __future__ import annotations
 
@@ -13,6 +17,25 @@ PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touc
          "device_scale_factor": 3,
          "user_agent": "Mozilla/5.0 (Linux; Android 14; Pixel 7) AppleWebKit/537.36 (KHTML, like Gecko) "
                        "Chrome/150.0 Mobile Safari/537.36"}
+
+
+FAST = {"test_host", "test_device_api", "test_dns", "test_device_units", "test_docs"}
+
+
+def pytest_configure(config):
+    for name, what in (("fast", "no board, browser or broker"), ("board", "runs the app or a virtual board"),
+                       ("browser", "drives Chromium")):
+        config.addinivalue_line("markers", f"{name}: {what}")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if {"browser", "phone_page"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker("browser")
+        elif item.module.__name__ in FAST:
+            item.add_marker("fast")
+        else:
+            item.add_marker("board")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -35,4 +35,5 @@ def demo(state: Path, heap: int = NodeMCU.HEAP, settings_path: Path = settings.D
         pass
     finally:
         control.stop(board, ctl)
+        print("board stopped", flush=True)
     return 0
