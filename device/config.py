@@ -62,9 +62,5 @@ def load():
     if not cfg["ap_ssid"]:
         cfg["ap_ssid"] = "espblink-" + _mac_suffix()
     if not cfg["hostname"]:
-        # From the SSID, as a network name must be: a-z, 0-9 and hyphens.
-        h = ""
-        for c in cfg["ap_ssid"].lower():
-            h += c if "a" <= c <= "z" or "0" <= c <= "9" else "-"
-        cfg["hostname"] = h.strip("-")[:32] or "espblink"
+        cfg["hostname"] = rules.hostname_for(cfg["ap_ssid"])
     return cfg, warning

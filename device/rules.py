@@ -2,7 +2,8 @@
 # check() returns a list of "key: what is wrong" messages; empty means valid.
 
 GPIOS = (0, 2, 4, 5, 12, 13, 14, 15, 16)
-KEYS = ("ap_ssid", "ap_key", "wifi_ssid", "wifi_key", "hostname", "admin_password", "leds")
+KEYS = ("ap_ssid", "ap_key", "wifi_ssid", "wifi_key", "hostname", "admin_password", "leds", "restore")
+RESTORE = ("off", "on", "last")  # the LEDs at power-on: all off, all on, or as they were
 LED_KEYS = ("name", "gpio", "active_low")
 
 
@@ -16,7 +17,7 @@ def default_leds():
 
 def defaults():
     return {"ap_ssid": "", "ap_key": "", "wifi_ssid": "", "wifi_key": "", "hostname": "",
-            "admin_password": "", "leds": default_leds()}
+            "admin_password": "", "leds": default_leds(), "restore": "off"}
 
 
 def _ascii(s):
@@ -31,6 +32,27 @@ def _word(s):
         if not ("a" <= c <= "z" or "0" <= c <= "9" or c in "-_"):
             return False
     return True
+
+
+def hostname_ok(h):
+    # The one hostname rule (a DNS label): 1 to 32 letters, digits and hyphens, no hyphen first or last.
+    if not 1 <= len(h) <= 32 or h[0] == "-" or h[-1] == "-":
+        return False
+    for c in h.lower():
+        if not ("a" <= c <= "z" or "0" <= c <= "9" or c == "-"):
+            return False
+    return True
+
+
+def hostname_for(ssid):
+    # The name a board without one takes, from its access point's SSID.
+    h = ""
+    for c in ssid.lower():
+        h += c if "a" <= c <= "z" or "0" <= c <= "9" else "-"
+    while "--" in h:
+        h = h.replace("--", "-")
+    h = h.strip("-")[:32].strip("-")
+    return h if hostname_ok(h) else "espblink"
 
 
 def _text(errs, cfg, key, lo, hi, what):
@@ -91,8 +113,11 @@ def check(cfg):
         errs.append("wifi_key: set without wifi_ssid")
     _text(errs, cfg, "admin_password", 8, 64, "empty or a password")
     h = cfg.get("hostname", "")
-    if not isinstance(h, str) or len(h) > 32 or not _word(h.lower()) or h.startswith("-"):
-        errs.append("hostname: must be up to 32 letters, digits and hyphens (got %r)" % (h,))
+    if not isinstance(h, str) or h and not hostname_ok(h):
+        errs.append("hostname: must be up to 32 letters, digits and hyphens, not starting or ending with a "
+                    "hyphen (got %r)" % (h,))
+    if cfg.get("restore", "off") not in RESTORE:
+        errs.append("restore: must be off, on or last (got %r)" % (cfg.get("restore"),))
     leds = cfg.get("leds", [])
     if not isinstance(leds, list) or not 1 <= len(leds) <= 8:
         errs.append("leds: must be a list of 1 to 8 LEDs")

@@ -1,15 +1,22 @@
-# A one-thread HTTP/1.1 server for the ESP8266: select.poll over the listening socket and a few clients.
-# Every client has a deadline for its whole request, so a browser's speculative connections that never
-# send anything cannot stall anyone. Buffers are allocated once; every response is Connection: close.
+# A one-thread HTTP/1.1 server for the ESP8266: select.poll over the listening socket and up to CONNS
+# clients. A phone's browser opens up to 6 connections at once and most send nothing: each costs a
+# slot (a short list) and its socket, not a buffer. A buffer (with the Request that parses it) is lent
+# to a connection while it reads, from a pool of BUFFERS; a request not complete yet keeps what came
+# in a bytes object of its size (up to _STASHED bytes for all of them together) and gives the buffer
+# back, so a client sending a byte a second holds no buffer. Every client has a deadline for its whole request. Every response is Connection: close.
 import gc
 import select
 import socket
 import time
 
-BODY_MAX = 256
-LONG_BODY_MAX = 768  # for the one path that takes more: the settings page's JSON at its longest
-REQUEST_MS = 4000
-WRITE_S = 1  # the most one write may wait for a slow reader; the watchdog bites after 3.2 s
+from micropython import const
+
+CONNS = const(8)  # a phone's 6 idle connections, the request that matters, and one more client
+BUFFERS = const(1)  # 1 KiB each; a connection that finds none waits, unread, for one to come back
+_STASHED = const(1024)  # unfinished requests held out of the buffers, all together; past it one keeps its buffer
+BODY_MAX = const(256)
+REQUEST_MS = const(4000)
+WRITE_S = const(1)  # the most one write may wait for a slow reader; the watchdog bites after 3.2 s
 JSON = b"application/json"
 TEXT = b"text/plain; charset=utf-8"
 HTML = b"text/html; charset=utf-8"
@@ -18,10 +25,22 @@ FORBIDDEN = b"403 Forbidden"
 KEEP = (b"host", b"content-type", b"content-length", b"accept-encoding", b"origin",
         b"x-espblink", b"transfer-encoding")
 
+# A client slot: a list indexed by these.
+_SOCK = const(0)  # the connection, None when the slot is free
+_DEADLINE = const(1)  # ticks_ms by which the request must be complete
+_N = const(2)  # bytes of it held (in the lent buffer, or in the stash)
+_REQ = const(3)  # the Request (with its buffer) lent to it, or None
+_STASH = const(4)  # the bytes received so far while no buffer is lent, or None
+_STATE = const(5)  # what it has done so far: one of these
+_IDLE = const(0)  # sent nothing: the only kind that may be pushed out for a newcomer
+_SENT = const(1)  # something arrived
+_WAITING = const(2)  # something arrived, and it waits, not polled, for a buffer
+_HEAD = const(3)  # head and body together are over 1 KiB: it keeps its buffer while the body comes
+_IDLE_MS = const(300)  # a connection that has sent nothing for this long may be pushed out
+
 # Response heads and file pieces are put together here; the DNS responder builds its replies in it too
 # (never at the same time: both run to the end from the loop).
 scratch = bytearray(512)
-watchdog = None  # the app's machine.WDT: fed between the writes of a long answer
 
 
 class HttpError(Exception):
@@ -31,13 +50,13 @@ class HttpError(Exception):
 
 
 class Request:
-    # One per client slot, made once and refilled by parse(): a request allocates no object of its own.
+    # One per buffer, made once and refilled by parse(): a request allocates no object of its own.
     # headers holds every name in KEEP; b"" when the request did not send it. An answer is put together
-    # in the slot's buffer (the request in it has been read by then) and sent with send_built().
-    def __init__(self, buf):
+    # in the buffer (the request in it has been read by then) and sent with send_built().
+    def __init__(self):
         self.sock = self.method = self.path = self.query = None
         self.body = b""
-        self.buf = buf
+        self.buf = bytearray(1024)
         self.n = 0
         self.headers = {}
         for k in KEEP:
@@ -54,8 +73,8 @@ class Request:
 
 
 def parse(req, sock, buf, end):
-    # The request line and headers are read in place from the client's buffer into req: only the pieces
-    # kept are copied. Returns req or raises HttpError.
+    # The request line and headers are read in place from the buffer into req: only the pieces kept are
+    # copied. Returns req or raises HttpError.
     nl = buf.find(b"\r\n", 0, end)
     if nl < 0:
         nl = end
@@ -72,7 +91,7 @@ def parse(req, sock, buf, end):
         bad = bad or c <= 32 or c >= 127
     if bad:
         raise HttpError(BAD, "the target must be a plain path")
-    headers = req.headers  # all b"" here: close() emptied them
+    headers = req.headers  # all b"" here: release() emptied them
     pos = nl + 2
     while pos < end:
         nl = buf.find(b"\r\n", pos, end)
@@ -93,13 +112,13 @@ def parse(req, sock, buf, end):
     return req
 
 
-def body_length(req, long_path=None):
+def body_length(req, long_path, long_max):
     if req.headers[b"transfer-encoding"]:
         raise HttpError(b"411 Length Required", "chunked bodies are not accepted; send Content-Length")
     n = req.headers[b"content-length"] or b"0"
     if not n.isdigit() or len(n) > 6:
         raise HttpError(BAD, "bad Content-Length")
-    limit = LONG_BODY_MAX if req.path == long_path else BODY_MAX
+    limit = long_max if req.path == long_path else BODY_MAX
     if int(n) > limit:
         raise HttpError(b"413 Content Too Large", "body over %d bytes" % limit)
     return int(n)
@@ -147,8 +166,8 @@ def send_built(req, status, ctype):
     req.sock.write(memoryview(req.buf)[:req.n])
 
 
-def send_file(sock, f, ctype, extra=b""):
-    # Streams an open file through one 512-byte buffer, and closes it.
+def send_file(sock, f, ctype, extra=b"", feed=None):
+    # Streams an open file through one 512-byte buffer, and closes it. feed: the watchdog's, between writes.
     with f:
         f.seek(0, 2)
         start(sock, b"200 OK", ctype, f.tell(), extra)
@@ -156,126 +175,214 @@ def send_file(sock, f, ctype, extra=b""):
         mv = memoryview(scratch)
         n = f.readinto(scratch)
         while n:
-            if watchdog:
-                watchdog.feed()
+            if feed:
+                feed()
             sock.write(mv[:n])
             n = f.readinto(scratch)
 
 
 class Server:
-    def __init__(self, handle, buffers, port=80, long_path=None):
+    def __init__(self, handle, port=80, long_path=None, long_max=0):
         # handle(req): answers a parsed request (or raises HttpError). long_path: the path whose body may
-        # be up to LONG_BODY_MAX bytes.
-        # buffers: one bytearray per client (its size caps request line plus headers), allocated by the
-        # caller while the heap is still in one piece. A client's state is a list kept with its buffer
-        # and reused, so a connection allocates little more than its socket.
+        # be up to long_max bytes. Buffers are allocated first, while the heap is still in one piece.
+        self.pool = [Request() for _ in range(BUFFERS)]
+        self.slots = [[None, 0, 0, None, None, _IDLE] for _ in range(CONNS)]
         self.handle = handle
         self.long_path = long_path
+        self.long_max = long_max
         self.poll = select.poll()
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(socket.getaddrinfo("0.0.0.0", port)[0][-1])
-        self.listener.listen(len(buffers))
+        # lwIP refuses a connection that finds its accept queue full: room for every slot's worth.
+        self.listener.listen(CONNS)
         self.listener.setblocking(False)
         self.poll.register(self.listener, select.POLLIN)
-        self.free = [[b, 0, 0, 0, None, Request(b)] for b in buffers]
-        # socket -> [buffer, bytes in it, deadline, body length, parsed Request or None, the slot's Request]
-        self.clients = {}
-        self.others = {}  # socket -> handler, for other sockets served from this loop (DNS)
+        self.listening = True
+        self.stashed = 0
+        self.others = []  # (socket, handler) served from this loop too (DNS)
         self.served = 0
 
     def add(self, sock, handler):
-        self.others[sock] = handler
+        self.others.append((sock, handler))
         self.poll.register(sock, select.POLLIN)
 
     def step(self, timeout_ms):
         now = time.ticks_ms()
-        for c in self.clients.values():
-            timeout_ms = max(0, min(timeout_ms, time.ticks_diff(c[2], now)))
+        for c in self.slots:
+            if c[_SOCK]:
+                timeout_ms = max(0, min(timeout_ms, time.ticks_diff(c[_DEADLINE], now)))
+        pending = False
         for ev in self.poll.ipoll(timeout_ms):
             s = ev[0]
             if s is self.listener:
-                self.accept()
-            elif s in self.clients:
-                self.read(s)
-            elif s in self.others:
-                self.others[s]()
+                pending = True  # after the clients: one whose request came with this batch is not idle
+                continue
+            for c in self.slots:
+                if c[_SOCK] is s:
+                    self.read(c)
+                    break
+            else:
+                for o in self.others:
+                    if o[0] is s:
+                        o[1]()
+        if pending:
+            self.accept()
+        elif not self.listening:
+            # Every slot was taken: polled again once an idle connection may give way (close() does it
+            # when a slot frees).
+            for c in self.slots:
+                if c[_STATE] == _IDLE and time.ticks_diff(now, c[_DEADLINE]) >= _IDLE_MS - REQUEST_MS:
+                    self.listening = True
+                    self.poll.register(self.listener, select.POLLIN)
+                    break
         now = time.ticks_ms()
-        for s in self.clients:
-            if time.ticks_diff(now, self.clients[s][2]) >= 0:
-                if self.clients[s][1]:
-                    self.finish(s, HttpError(b"408 Request Timeout", "request not completed in time"))
+        for c in self.slots:
+            if c[_SOCK] and time.ticks_diff(now, c[_DEADLINE]) >= 0:
+                if c[_STATE] == _IDLE:
+                    self.close(c)
                 else:
-                    self.close(s)
-                break
+                    self.finish(c, HttpError(b"408 Request Timeout", "request not completed in time"))
 
     def accept(self):
-        try:
-            s, _ = self.listener.accept()
-        except (OSError, MemoryError):  # no socket now; the client retries, the loop goes on
-            return
-        if not self.free:
-            # Full: the oldest connection gives way (most likely a speculative one that sent nothing).
-            old = None
-            for c in self.clients:
-                if old is None or time.ticks_diff(self.clients[c][2], self.clients[old][2]) < 0:
+        # Every connection waiting is taken while there is a slot for it. A slot is free, or held by a
+        # connection that has sent nothing (most likely a browser's spare one): the oldest such gives way.
+        # With neither, the listener is left unpolled and newcomers wait in the backlog for a slot.
+        while True:
+            free = old = None
+            for c in self.slots:
+                if c[_SOCK] is None:
+                    free = c
+                    break
+                if c[_STATE] == _IDLE and (old is None or time.ticks_diff(c[_DEADLINE], old[_DEADLINE]) < 0):
                     old = c
-            self.close(old)
-        s.setblocking(False)
-        c = self.clients[s] = self.free.pop()
-        c[1] = c[3] = 0
-        c[2] = time.ticks_add(time.ticks_ms(), REQUEST_MS)
-        self.poll.register(s, select.POLLIN)
+            if old and time.ticks_diff(time.ticks_ms(), old[_DEADLINE]) < _IDLE_MS - REQUEST_MS:
+                old = None  # it may be sending its request right now
+            if free is None and old is None:
+                self.poll.unregister(self.listener)
+                self.listening = False
+                return
+            try:
+                s, _ = self.listener.accept()
+            except (OSError, MemoryError):  # none waiting, or no socket now: the client retries
+                return
+            if free is None:
+                self.close(old)
+                free = old
+            s.setblocking(False)
+            free[_SOCK] = s
+            free[_N] = 0
+            free[_STATE] = _IDLE
+            free[_DEADLINE] = time.ticks_add(time.ticks_ms(), REQUEST_MS)
+            self.poll.register(s, select.POLLIN)
 
-    def close(self, s):
-        c = self.clients.pop(s)
-        req = c[5]
-        c[4] = req.sock = req.body = req.path = req.query = None
-        for k in KEEP:  # what the request sent goes back to the heap now, not when the slot is next used
+    def lend(self, c):
+        # A buffer for c, with what c received while it had none; False when none is free now.
+        if not self.pool:
+            return False
+        req = c[_REQ] = self.pool.pop()
+        if c[_STASH]:
+            req.buf[:c[_N]] = c[_STASH]
+            self.stashed -= c[_N]
+            c[_STASH] = None
+        return True
+
+    def give_back(self, c):
+        req = c[_REQ]
+        c[_REQ] = None
+        req.sock = req.body = req.path = req.query = None
+        for k in KEEP:  # what the request sent goes back to the heap now, not when the buffer is next lent
             req.headers[k] = b""
-        self.free.append(c)
+        self.pool.append(req)
+        # The connection that has waited longest for a buffer is polled again.
+        first = None
+        for w in self.slots:
+            if w[_STATE] == _WAITING and (first is None or time.ticks_diff(w[_DEADLINE], first[_DEADLINE]) < 0):
+                first = w
+        if first:
+            first[_STATE] = _SENT
+            self.poll.register(first[_SOCK], select.POLLIN)
+
+    def stash(self, c):
+        # What c sent so far, kept out of the buffer, which goes back to the pool: a request coming a
+        # few bytes a second holds no buffer. Past the budget, or with no heap for it, c keeps the buffer.
+        if self.stashed + c[_N] <= _STASHED:
+            try:
+                c[_STASH] = bytes(memoryview(c[_REQ].buf)[:c[_N]])
+            except MemoryError:
+                return
+            self.stashed += c[_N]
+            self.give_back(c)
+
+    def close(self, c):
+        s = c[_SOCK]
+        if c[_STASH]:
+            self.stashed -= c[_N]
+        c[_SOCK] = c[_STASH] = None
         self.poll.unregister(s)
         s.close()
+        if c[_REQ]:
+            self.give_back(c)
+        c[_STATE] = _IDLE
+        if not self.listening:
+            self.listening = True
+            self.poll.register(self.listener, select.POLLIN)
 
-    def read(self, s):
-        c = self.clients[s]
-        buf = c[0]
+    def read(self, c):
+        s = c[_SOCK]
+        if c[_REQ] is None and not self.lend(c):
+            # Its request has arrived: it is answered once a buffer comes back (and given the time).
+            self.poll.unregister(s)
+            c[_STATE] = _WAITING
+            c[_DEADLINE] = time.ticks_add(time.ticks_ms(), REQUEST_MS)
+            return
+        if c[_STATE] == _IDLE:
+            c[_STATE] = _SENT
+        req = c[_REQ]
+        buf = req.buf
         try:
-            n = s.readinto(memoryview(buf)[c[1]:])
+            n = s.readinto(memoryview(buf)[c[_N]:])
         except OSError:
             n = 0
         if n is None:
             return
         if not n:
-            self.close(s)
+            self.close(c)
             return
-        c[1] += n
+        c[_N] += n
         try:
-            if c[4] is None:
-                end = buf.find(b"\r\n\r\n", 0, c[1])
+            if c[_STATE] != _HEAD:
+                end = buf.find(b"\r\n\r\n", 0, c[_N])
                 if end < 0:
-                    if c[1] == len(buf):
+                    if c[_N] == len(buf):
                         raise HttpError(b"431 Request Header Fields Too Large", "request head over 1 KiB")
+                    self.stash(c)
                     return
-                c[4] = parse(c[5], s, buf, end)
-                c[3] = body_length(c[4], self.long_path)
-                rest = c[1] - end - 4
-                buf[:rest] = memoryview(buf)[end + 4:c[1]]  # moved in place, not copied
-                c[1] = rest
-            if c[1] < c[3]:
+                parse(req, s, buf, end)
+                req.n = body_length(req, self.long_path, self.long_max)  # held here until the body is in
+                if c[_N] < end + 4 + req.n <= len(buf):
+                    self.stash(c)  # parsed again when the rest has come
+                    return
+                c[_STATE] = _HEAD
+                rest = c[_N] - end - 4
+                buf[:rest] = memoryview(buf)[end + 4:c[_N]]  # moved in place, not copied
+                c[_N] = rest
+            if c[_N] < req.n:
                 return
-            c[4].body = memoryview(buf)[:c[3]]  # a route that reads it copies it: most do not
+            req.body = memoryview(buf)[:req.n]  # a route that reads it copies it: most do not
+            req.n = 0
             s.settimeout(WRITE_S)
-            self.handle(c[4])
+            self.handle(req)
         except Exception as e:
-            self.finish(s, e)
+            self.finish(c, e)
             return
         self.served += 1
-        self.close(s)
+        self.close(c)
         gc.collect()
 
-    def finish(self, s, e):
+    def finish(self, c, e):
         # Answers an error (a handler bug, even a MemoryError, becomes a 500: the loop goes on) and closes.
+        s = c[_SOCK]
         try:
             s.settimeout(WRITE_S)
             if isinstance(e, HttpError):
@@ -288,5 +395,5 @@ class Server:
                 send(s, b"500 Internal Server Error", b"internal error\n")
         except Exception:
             pass
-        self.close(s)
+        self.close(c)
         gc.collect()

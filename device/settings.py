@@ -1,12 +1,12 @@
-# The settings page and its API, loaded only while they answer. A change is applied to config.json as
-# stored, checked with the same rules as the host's, written under a temporary name and renamed over
-# it; the board then restarts to use it.
+# The settings API, loaded only while it answers; handed the app, it imports nothing of it. A change is
+# applied to config.json as stored, checked with the same rules as the host's, written under a temporary
+# name and renamed over it; the board then restarts to use it.
 import gc
 import json
 import os
 import time
 
-import app
+import guard
 import server
 
 PATH = "config.json"
@@ -15,18 +15,16 @@ WRONG_ADMIN_MS = 3000  # one admin password guess per 3 s
 RESTART_MS = 1000  # time for the answer to reach the phone before the board restarts
 
 
-def handle(req):
-    if req.path == b"/settings":
-        app.page(req, "settings.html.gz")
-    elif req.method == b"GET":
-        app.same_site(req)
-        send_settings(req, app.cfg)
+def handle(app, req):
+    if req.method == b"GET":
+        guard.same_site(req)
+        send_settings(req, app.cfg, app.lights)
     else:
-        app.same_site(req, {})
-        save(req, app.cfg)
+        guard.same_site(req, app.token)
+        save(app, req)
 
 
-def send_settings(req, cfg):
+def send_settings(req, cfg, lights):
     w = req.put
     w(b'{"admin":true,' if cfg["admin_password"] else b'{"admin":false,')
     w(b'"ap_ssid":')
@@ -34,13 +32,13 @@ def send_settings(req, cfg):
     w(b',"wifi_ssid":')
     w(json.dumps(cfg["wifi_ssid"]))
     w(b',"hostname":"%s","leds":[' % cfg["hostname"])
-    for i, led in enumerate(app.lights):
+    for i, led in enumerate(lights):
         w(b'%s{"name":"%s","gpio":%d}' % (b"," if i else b"", led.name, led.gpio))
     w(b"]}")
     server.send_built(req, b"200 OK", server.JSON)
 
 
-def check_admin(d, cfg):
+def check_admin(app, d, cfg):
     if not cfg["admin_password"]:
         raise server.HttpError(server.FORBIDDEN, "admin: the settings page is off: set admin_password in "
                                                  "settings.toml and run make deploy")
@@ -53,7 +51,7 @@ def check_admin(d, cfg):
         raise server.HttpError(server.FORBIDDEN, "admin: wrong admin password (it is in settings.toml)")
 
 
-def save(req, running):
+def save(app, req):
     # A key field left empty keeps its key; a field equal to the running value leaves the stored one
     # (which may be empty: "automatic") alone.
     try:
@@ -62,7 +60,8 @@ def save(req, running):
         raise server.HttpError(server.BAD, "body is not JSON")
     if not isinstance(d, dict):
         raise server.HttpError(server.BAD, "body must be a JSON object")
-    check_admin(d, running)
+    running = app.cfg
+    check_admin(app, d, running)
     import rules  # only now: the page and a refused password do not need it
     errs = []
     for k in d:

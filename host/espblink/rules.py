@@ -19,3 +19,6 @@ check_led = _rules.check_led
 complete = _rules.complete
 defaults = _rules.defaults
 default_leds = _rules.default_leds
+RESTORE: tuple[str, ...] = _rules.RESTORE
+hostname_ok = _rules.hostname_ok
+hostname_for = _rules.hostname_for
