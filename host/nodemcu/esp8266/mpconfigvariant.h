@@ -66,6 +66,10 @@
 #define MICROPY_USE_READLINE_HISTORY            (0)
 #define MICROPY_DEBUG_PRINTERS                  (1)
 
+// The banner names the board as the firmware does.
+#define MICROPY_HW_BOARD_NAME                   "ESP module (virtual NodeMCU)"
+#define MICROPY_HW_MCU_NAME                     "ESP8266"
+
 // The FLASH_2M_ROMFS variant's read-only partition, mounted at /rom.
 #define MICROPY_VFS_ROM                         (1)
 #define MICROPY_VFS_ROM_IOCTL                   (1)  // vfs_rom_ioctl.c

@@ -13,3 +13,6 @@ MICROPY_VFS_LFS2 = 1
 # launch.py mounts /rom).
 SRC_C += $(VARIANT_DIR)/vfs_rom_ioctl.c
 LDFLAGS_EXTRA += -Wl,--wrap=mp_vfs_rom_ioctl,--wrap=mp_vfs_mount_romfs_protected
+# Ctrl-C between two runs is a character, not the end of the process (ctrl_c.c).
+SRC_C += $(VARIANT_DIR)/ctrl_c.c
+LDFLAGS_EXTRA += -Wl,--wrap=mp_hal_set_interrupt_char
