@@ -161,6 +161,24 @@ def settings_api(app, req):
         sys.modules.pop("rules", None)
 
 
+def update(app, req):
+    # Updates over Wi-Fi (`espblink deploy --ota`): the update code is loaded for the request only.
+    guard.same_site(req, None if req.method == b"GET" else app.token)
+    gc.collect()
+    try:
+        import ota
+
+        if req.method == b"GET":
+            ota.info(req)
+        elif ota.update(req, app.wdt.feed):
+            app.restart_at = time.ticks_add(time.ticks_ms(), 300)
+    except MemoryError:
+        raise server.HttpError(b"503 Service Unavailable", "not enough free memory on the board for an update "
+                               "now; try again in a moment", b"Retry-After: 5\r\n")
+    finally:
+        sys.modules.pop("ota", None)
+
+
 # (path, GET handler, POST handler): a path ending in "/" takes any name after it. GET never changes
 # anything. Optional parts add their own entries to app.routes.
 ROUTES = (
@@ -172,6 +190,7 @@ ROUTES = (
     (b"/settings", settings_page, None),
     (b"/api/settings", settings_api, settings_api),
     (b"/api/leds/", None, post_led),
+    (b"/api/ota", update, update),
 )
 
 
@@ -298,6 +317,10 @@ class App:
         import os
 
         self.token = binascii.hexlify(os.urandom(8))
+        try:  # a new app on trial after an update over Wi-Fi: kept once it has run _STABLE_MS
+            self.trial = bool(os.stat("ota.state"))
+        except OSError:
+            self.trial = False
         # The server's buffers first, while the heap is in one piece.
         self.srv = server.Server(self.handle, port, b"/api/settings", _SETTINGS_BODY)
         self.lights = leds.make(self.cfg["leds"])
@@ -328,6 +351,12 @@ class App:
             if self.crashes and time.ticks_diff(now, self.t0) > _STABLE_MS:
                 self.crashes = 0
                 _count(0)
+            if self.trial and time.ticks_diff(now, self.t0) > _STABLE_MS:
+                self.trial = False
+                import ota
+
+                ota.confirm()
+                del sys.modules["ota"]
 
 
 def _count(n):
