@@ -2,6 +2,14 @@
 (each under a temporary name, then renamed; boot.py and main.py last), stale files removed, then the
 board restarted and its console read until the app says it serves.
 
+On a board whose firmware has a ROMFS partition (the FLASH_2M_ROMFS build) the modules and pages also go
+there as one image, built with mpremote's own writer, and run from flash without being copied to the heap.
+The files stay on littlefs as the known-good copy, the modules in lib/: the board's sys.path is '', .frozen,
+/rom, /rom/lib, /lib, /, so a module in the root would be imported instead of the image's, and one in /lib
+only when the partition holds no valid image. The image is written only when the hash of the partition,
+computed on the board, differs; the files first, then the image, its first chunk (the header) last, so a
+deploy killed anywhere leaves the old image or the new one, or no valid image and the copy on littlefs.
+
 The board's config.json is settings.toml's, except after someone changed it on the board (its settings
 page): the `.deployed` manifest records the hash of every file the last deploy wrote, so a config.json that
 is neither that one nor the one this deploy would write is kept, and its differences are shown, until
@@ -10,6 +18,7 @@ is neither that one nor the one this deploy would write is kept, and its differe
 from __future__ import annotations
 
 import argparse
+import binascii
 import contextlib
 import hashlib
 import io
@@ -22,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import serial
+from mpremote.romfs import VfsRomWriter
 from mpremote.transport import TransportError, TransportExecError
 from mpremote.transport_serial import SerialTransport
 
@@ -32,10 +42,20 @@ MANIFEST = ".deployed"  # on the board: the files the last deploy wrote, "name s
 CONFIG = "config.json"  # the settings: kept when changed on the board since the last deploy
 LAST = ("boot.py", "main.py")  # the files the board runs by name: written last
 RESET_ON_DEPLOY = ("crashes.txt", "ota.state")  # the boot-loop guard's count and an update's trial start again
+IN_ROMFS = (".mpy", ".gz")  # what the ROMFS image holds: the compiled modules and the gzip pages
+LIB = "lib/"  # where the known-good copy of the modules is kept on a ROMFS board's littlefs
+CODE_ID = "code.id"  # in the image and in lib/: which code each holds
+ROMFS_CHUNK = 4096  # bytes of the image per exec: one flash sector
 # The board's .mpy version: "6.3" from 1.20 on; before that bits 8-9 of _mpy were feature flags, not a
-# sub-version, and the version is the major number alone ("6" for 1.19, "5" for 1.12 to 1.18).
+# sub-version, and the version is the major number alone ("6" for 1.19, "5" for 1.12 to 1.18). Then the
+# size of its ROMFS partition (0: none), then every file in the root and in lib/ with its SHA-256.
 PROBE = """\
 import os, sys, hashlib, binascii
+try:
+    import vfs
+    _r = vfs.rom_ioctl(2, 0) if hasattr(vfs, 'rom_ioctl') and vfs.rom_ioctl(1) > 0 else 0
+except ImportError:
+    _r = 0
 def _h(n):
     d = hashlib.sha256()
     b = bytearray(256)
@@ -47,10 +67,37 @@ def _h(n):
             d.update(memoryview(b)[:k])
     return binascii.hexlify(d.digest()).decode()
 _v = sys.implementation._mpy
-print('%d.%d' % (_v & 0xff, _v >> 8 & 3) if sys.implementation.version >= (1, 20) else _v & 0xff)
-for _n in os.listdir():
-    if os.stat(_n)[0] & 0x8000:
-        print(_n, _h(_n))
+print('%d.%d' % (_v & 0xff, _v >> 8 & 3) if sys.implementation.version >= (1, 20) else _v & 0xff,
+      0 if isinstance(_r, int) else len(_r))
+for _p in ('', 'lib/'):
+    try:
+        _l = os.listdir(_p[:-1]) if _p else os.listdir()
+    except OSError:
+        _l = ()
+    for _n in _l:
+        if os.stat(_p + _n)[0] & 0x8000:
+            print(_p + _n, _h(_p + _n))
+"""
+ROMFS_HASH = """\
+import vfs, hashlib, binascii
+print(binascii.hexlify(hashlib.sha256(vfs.rom_ioctl(2, 0)[:%d]).digest()).decode())
+"""
+# The mounted image is let go before its flash is erased (mpremote's romfs deploy does the same).
+ROMFS_ERASE = """\
+import vfs
+from binascii import a2b_base64
+try:
+    vfs.umount('/rom')
+except OSError:
+    pass
+_e = vfs.rom_ioctl(3, 0, %d)
+if _e < 0:
+    raise OSError(-_e)
+"""
+ROMFS_WRITE = """\
+_e = vfs.rom_ioctl(4, 0, %d, a2b_base64(%r))
+if _e:
+    raise OSError(-_e)
 """
 
 
@@ -88,6 +135,7 @@ def sha256(data: bytes) -> str:
 
 def plan(local: dict[str, bytes], board: dict[str, str], previous: Manifest, keep: Collection[str] = ()) -> Plan:
     p = Plan()
+    modules = {n.rsplit("/", 1)[-1][:-4] for n in local if n.endswith(".mpy")}
     for name in sorted(local, key=lambda n: (n in LAST, LAST.index(n) if n in LAST else 0, n)):
         digest: str | None = sha256(local[name])
         if name in keep and name in board:
@@ -102,7 +150,10 @@ def plan(local: dict[str, bytes], board: dict[str, str], previous: Manifest, kee
     p.manifest = p.record != dict(previous)
     written = [*p.write, *([MANIFEST] if p.manifest else [])]
     for name in board:
-        shadowing = name.endswith(".py") and name[:-3] + ".mpy" in local  # foo.py is imported before foo.mpy
+        # Another foo.py or foo.mpy than the one deployed: imported instead of it (foo.py before foo.mpy, the
+        # root before /rom), or a copy left in another folder by an earlier layout.
+        base = name.rsplit("/", 1)[-1]
+        shadowing = base.endswith((".py", ".mpy")) and base.rsplit(".", 1)[0] in modules
         # A killed deploy's foo.tmp: rewritten and renamed by this one if foo is written, else stale.
         stale = name.endswith(".tmp") and name[:-4] not in written
         if name not in local and (name in previous or shadowing or stale or name in RESET_ON_DEPLOY):
@@ -161,14 +212,59 @@ def open_board(port: str) -> SerialTransport:
                     "(or press RST and try again)")
 
 
-def probe(t: SerialTransport) -> tuple[str, dict[str, str], dict[str, str | None]]:
-    lines = t.exec(PROBE).decode().split()
-    mpy, rest = lines[0], lines[1:]
-    files = dict(zip(rest[0::2], rest[1::2], strict=True))
+@dataclass
+class BoardInfo:
+    mpy: str  # the .mpy version its firmware loads
+    romfs: int  # the size of its ROMFS partition in bytes; 0: none
+    files: dict[str, str]  # name: sha256, the root's and lib/'s
+
+
+def parse_probe(text: str) -> BoardInfo:
+    lines = text.splitlines()
+    head = lines[0].split()
+    rest = " ".join(lines[1:]).split()
+    return BoardInfo(head[0], int(head[1]) if len(head) > 1 else 0, dict(zip(rest[0::2], rest[1::2], strict=True)))
+
+
+def probe(t: SerialTransport) -> tuple[BoardInfo, dict[str, str | None]]:
+    info = parse_probe(t.exec(PROBE).decode())
     previous = {}
-    if MANIFEST in files:
+    if MANIFEST in info.files:
         previous = read_manifest(t.fs_readfile(MANIFEST).decode(errors="replace"))
-    return mpy, files, previous
+    return info, previous
+
+
+def romfs_layout(local: dict[str, bytes]) -> tuple[dict[str, bytes], bytes]:
+    """For a board whose code goes to ROMFS: the files for littlefs (the same, the modules in lib/) and
+    the image of the modules and pages, made with mpremote's writer (the bytes `mpremote romfs build`
+    makes from a folder holding them). Both carry code.id, naming the code: main.py runs the image's
+    only when it names the same code as lib/ (a deploy writes the files first, the image after)."""
+    code = {n: data for n, data in local.items() if n.endswith(IN_ROMFS)}
+    code[CODE_ID] = sha256("".join(f"{n} {sha256(d)}\n" for n, d in sorted(code.items())).encode())[:16].encode()
+    w = VfsRomWriter()
+    for name in sorted(code):
+        w.mkfile(name, code[name])
+    files = {(LIB + n if n.endswith(".mpy") else n): data for n, data in local.items()}
+    files[LIB + CODE_ID] = code[CODE_ID]
+    return files, w.finalise()
+
+
+def write_romfs(t: SerialTransport, image: bytes) -> bool:
+    """The image into the board's partition unless it holds it already (a hash computed on the board);
+    False: it did. Erased first, then written from its second chunk on, the first (the header) last."""
+    if t.exec(ROMFS_HASH % len(image)).decode().strip() == sha256(image):
+        return False
+    t.exec(ROMFS_ERASE % len(image))
+    offsets = list(range(0, len(image), ROMFS_CHUNK))
+    for i, at in enumerate(offsets[1:] + offsets[:1], 1):
+        chunk = image[at:at + ROMFS_CHUNK]
+        chunk += b"\xff" * (-len(chunk) % 4)  # the flash is written in 4-byte words; 0xFF leaves bits as erased
+        print(f"  ROMFS image [{i}/{len(offsets)}] ({len(chunk)} bytes at {at})")
+        t.exec(ROMFS_WRITE % (at, binascii.b2a_base64(chunk, newline=False)))
+    if t.exec(ROMFS_HASH % len(image)).decode().strip() != sha256(image):
+        raise UserError("the board's ROMFS partition does not hold the image just written (a flash fault?); "
+                        "run the deploy again; until then the board runs the copy of the app on its filesystem")
+    return True
 
 
 def board_settings(t: SerialTransport, local: dict[str, bytes], board: dict[str, str], previous: Manifest,
@@ -183,6 +279,9 @@ def board_settings(t: SerialTransport, local: dict[str, bytes], board: dict[str,
 
 
 def write(t: SerialTransport, local: dict[str, bytes], p: Plan) -> None:
+    folders = sorted({n.rsplit("/", 1)[0] for n in p.write if "/" in n})
+    if folders:
+        t.exec("import os\n" + "".join(f"try:\n os.mkdir({d!r})\nexcept OSError:\n pass\n" for d in folders))
     for i, name in enumerate(p.write, 1):
         print(f"  [{i}/{len(p.write)}] {name} ({len(local[name])} bytes)")
         t.fs_writefile(name + ".tmp", local[name], chunk_size=1024)
@@ -285,8 +384,18 @@ def deploy(port: str | None, settings_path: Path = settings.DEFAULT, replace_set
     port = ports.detect(port)
     t = open_board(port)
     try:
-        mpy, board_files, previous = probe(t)
-        local = build_for_board(mpy, cfg)
+        info, previous = probe(t)
+        board_files = info.files
+        local = build_for_board(info.mpy, cfg)
+        image = b""
+        if info.romfs:
+            files, image = romfs_layout(local)
+            if len(image) > info.romfs:
+                print(f"the code, {len(image)} bytes as a ROMFS image, does not fit the board's "
+                      f"{info.romfs // 1024} KB ROMFS partition: deployed as files instead")
+                image = b""
+            else:
+                local = files
         board_cfg = None if replace_settings else board_settings(t, local, board_files, previous, cfg)
         p = plan(local, board_files, previous, keep=[CONFIG] if board_cfg else [])
         print(f"deploy to {port}: {len(p.write)} to write ({p.bytes} bytes), {len(p.remove)} to remove, "
@@ -295,6 +404,12 @@ def deploy(port: str | None, settings_path: Path = settings.DEFAULT, replace_set
             print(explain_kept(board_cfg, cfg, settings_path))
         if p.write or p.remove or p.manifest:
             write(t, local, p)
+        if image:
+            written = write_romfs(t, image)
+            print(f"code in ROMFS ({len(image)} bytes of {info.romfs // 1024} KB)"
+                  + ("" if written else ": the board's partition holds this image already, not written"))
+        else:
+            print("code as files")
         from espblink import ota  # (ota uses this module's plan)
 
         ota.ensure_key(t, settings_path)  # the deploy key for updates over Wi-Fi, on the board and here
