@@ -6,7 +6,6 @@ import sys
 import time
 
 import machine
-from micropython import const
 
 import guard
 import leds
@@ -15,10 +14,10 @@ import server
 _STABLE_MS = const(30000)  # the boot-loop guard's count goes back to 0 after this long running
 _BUTTON_MS = const(40)  # the FLASH button is read this often; a level must hold this long to count
 _LONG_MS = const(3000)  # a press this long shows the access point's name and key
-_SAVE_MS = const(5000)  # restore "last": at most one write of the LEDs' state per this long
+_SAVE_MS = const(5000)  # restore "last": at most one write of the LEDs' state per this long (restore.py)
 _SETTINGS_BODY = const(768)  # the settings page's JSON at its longest
-STATE = "leds.txt"  # restore "last": one line per LED, "name on blink_ms"
-CAUSES = ("power-on", "watchdog", "exception", "soft watchdog", "soft reset", "deep sleep", "hard reset")
+VERSION = "0.1.0"  # the app's (pyproject.toml's): Home Assistant shows it
+CAUSES = "power-on,watchdog,exception,soft watchdog,soft reset,deep sleep,hard reset"  # by machine.reset_cause()
 
 
 def page(app, req, name="page.html.gz"):
@@ -30,7 +29,7 @@ def page(app, req, name="page.html.gz"):
         f = open(name, "rb")
     except OSError:
         raise server.HttpError(b"500 Internal Server Error", "%s missing: run make deploy; page: /leds" % name)
-    server.send_file(req.sock, f, server.HTML, b"Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n", app.wdt.feed)
+    server.send_file(req, f, server.HTML, b"Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n", app.wdt.feed)
 
 
 def settings_page(app, req):
@@ -57,25 +56,27 @@ def state(app, req):
     w = req.put
     leds.write_json(w, app.lights)
     v = sys.implementation.version
-    req.n -= 1  # the LEDs' closing brace: the board's keys follow in the same object
-    w(b',"firmware":"%d.%d.%d",' % (v[0], v[1], v[2]))
-    w(b'"mpy":%d,' % (sys.implementation._mpy & 0xFF))
-    w(b'"uptime_s":%d,' % (time.ticks_diff(time.ticks_ms(), app.t0) // 1000))
-    w(b'"heap_free":%d,"reset_cause":"' % gc.mem_free())
+    causes = CAUSES.split(",")
     cause = machine.reset_cause()
-    w(CAUSES[cause] if cause < len(CAUSES) else "other")
     mode, ssid, ip, why = app.wifi.status()
-    w(b'","wifi":{"mode":"%s",' % mode)
-    w(b'"ip":"%s","ssid":' % ip)
+    req.n -= 1  # the LEDs' closing brace: the board's keys follow in the same object
+    w(b',"firmware":"%d.%d.%d","mpy":%d,"uptime_s":%d,"heap_free":%d,"reset_cause":"%s","wifi":{"mode":"%s",'
+      b'"ip":"%s","ssid":' % (v[0], v[1], v[2], sys.implementation._mpy & 0xFF,
+                              time.ticks_diff(time.ticks_ms(), app.t0) // 1000, gc.mem_free(),
+                              causes[cause] if cause < len(causes) else "other", mode, ip))
     w(json.dumps(ssid))
     w(b',"home":')
     w(json.dumps(app.cfg["wifi_ssid"] or None))
     w(b',"home_problem":')
     w(json.dumps(why or None))
-    w(b'},"hostname":"%s",' % app.cfg["hostname"])
-    w(b'"restore":"%s",' % app.cfg["restore"])
-    w(b'"requests":%d,"warning":' % app.srv.served)
+    w(b'},"hostname":"%s","restore":"%s","requests":%d,"warning":' % (
+        app.cfg["hostname"], app.cfg["restore"], app.srv.served))
     w(app.warning_json)
+    w(b',"mqtt":')
+    if app.mqtt:
+        app.mqtt.write_json(w)
+    else:
+        w(b"null")
     w(b"}")
     server.send_built(req, b"200 OK", server.JSON)
 
@@ -181,7 +182,7 @@ def update(app, req):
 
 # (path, GET handler, POST handler): a path ending in "/" takes any name after it. GET never changes
 # anything. Optional parts add their own entries to app.routes.
-ROUTES = (
+ROUTES = [
     (b"/", page, None),
     (b"/leds", page_nojs, None),
     (b"/api/state", state, None),
@@ -191,7 +192,7 @@ ROUTES = (
     (b"/api/settings", settings_api, settings_api),
     (b"/api/leds/", None, post_led),
     (b"/api/ota", update, update),
-)
+]
 
 
 class App:
@@ -203,19 +204,19 @@ class App:
         # Made once: a busy heap may have no room for them when a page asks.
         self.warning_json = json.dumps(warning).encode()
         self.warning_html = warning.replace("<", "&lt;").encode() if warning else b""
-        self.routes = list(ROUTES)
+        self.routes = ROUTES
         self.t0 = time.ticks_ms()
         self.admin_wait = 0  # the settings API takes no admin password before this time (ticks_ms)
         self.restart_at = None  # set by the settings API: the board restarts then
         self.on_change = None  # optional: called after any LED changed, whatever changed it
-        self.saved = None  # restore "last": the LEDs' state as last written, and when
-        self.saved_at = 0
+        self.saved = None  # restore "last": the LEDs' state as last written, and when (the first change
+        self.saved_at = time.ticks_add(self.t0, -_SAVE_MS)  # is written at once)
         self.save_at = None  # restore "last": a change waits to be written then
         self.button = machine.Pin(0, machine.Pin.IN)
-        self.level = 1  # the FLASH button as last read (pressed: 0), the time it changed, the press's start
+        self.level = 1  # the FLASH button as last read (pressed: 0), and since when
         self.level_at = self.pressed_at = 0
-        self.pressed = self.long = False
-        self.srv = self.wifi = self.wdt = self.token = None
+        self.press = 0  # 0: up, 1: pressed (since pressed_at), 2: held long (its release does nothing)
+        self.srv = self.wifi = self.wdt = self.token = self.mqtt = None
         self.lights = []
 
     def handle(self, req):
@@ -244,73 +245,37 @@ class App:
         if self.on_change:
             self.on_change()
 
-    def _led_state(self):
-        out = b""
-        for led in self.lights:
-            out += b"%s %d %d\n" % (led.name, 1 if led.is_on() and not led.blink_ms else 0, led.blink_ms)
-        return out
-
-    def restore(self):
-        # At power-on: every LED off (restore "off", the default), on, or as it was last ("last").
-        how = self.cfg["restore"]
-        self.saved_at = time.ticks_add(time.ticks_ms(), -_SAVE_MS)  # the first change is written at once
-        if how == "on":
-            for led in self.lights:
-                led.set(True)
-        elif how == "last":
-            try:
-                with open(STATE, "rb") as f:
-                    self.saved = f.read()
-            except OSError:
+    def unserve(self, sock):
+        # What srv.add() did, undone (the MQTT socket of a lost connection).
+        for o in self.srv.others:
+            if o[0] is sock:
+                self.srv.others.remove(o)
+                self.srv.poll.unregister(sock)
                 return
-            for line in self.saved.split(b"\n"):
-                w = line.split(b" ")
-                led = leds.find(self.lights, w[0].decode()) if len(w) == 3 else None
-                if led and w[2].isdigit() and int(w[2]):
-                    led.blink(int(w[2]))
-                elif led:
-                    led.set(w[1] == b"1")
-
-    def save(self, now):
-        # Flash wears: at most one write per _SAVE_MS and none when nothing changed. A 4 KB sector takes
-        # 100,000 erases; littlefs appends each write (this file is inline, about 100 B with its tags) to
-        # a metadata block, erased about once per 30 writes, and moves that block every 100 erases. Even
-        # if one sector took every erase, toggling non-stop at this rate would wear it out after
-        # 100,000 * 30 * 5 s = 174 days; 50 toggles a day, after 160 years. littlefs replaces a file only
-        # when it is closed, so a power cut during the write loses this change, never the settings.
-        self.save_at = None
-        self.saved_at = now
-        s = self._led_state()
-        if s == self.saved:
-            return
-        with open(STATE, "wb") as f:
-            f.write(s)
-        self.saved = s
 
     def poll_button(self, now):
-        # GPIO0, the FLASH button (pressed: low), read from the loop and debounced: a press toggles the
-        # first LED when released; held _LONG_MS it blinks every LED and shows the access point's key.
+        # GPIO0, the FLASH button (pressed: low), read from the loop and debounced: a level counts once it
+        # held _BUTTON_MS. A press toggles the first LED when released; held _LONG_MS, it blinks every LED
+        # and prints the access point's name and key instead (for a user who lost the key).
         level = self.button.value()
         if level != self.level:
             self.level = level
             self.level_at = now
-            return
-        if time.ticks_diff(now, self.level_at) < _BUTTON_MS or self.pressed == (level == 0):
-            if self.pressed and not self.long and time.ticks_diff(now, self.pressed_at) >= _LONG_MS:
-                self.long = True
-                for led in self.lights:
-                    led.blink(400)
-                self.changed()
-                print("espblink: access point %s, key %s" % (self.cfg["ap_ssid"], self.cfg["ap_key"]))
-            return
-        self.pressed = level == 0
-        if self.pressed:
+        elif time.ticks_diff(now, self.level_at) < _BUTTON_MS:
+            pass
+        elif level == 0 and not self.press:
+            self.press = 1
             self.pressed_at = now
-            self.long = False
-        elif not self.long and self.lights:
-            led = self.lights[0]
-            led.set(not led.is_on() and not led.blink_ms)
+        elif level == 0 and self.press == 1 and time.ticks_diff(now, self.pressed_at) >= _LONG_MS:
+            self.press = 2
+            for led in self.lights:
+                led.blink(400)
             self.changed()
+            print("espblink: access point %s, key %s" % (self.cfg["ap_ssid"], self.cfg["ap_key"]))
+        elif level and self.press:
+            if self.press == 1 and self.lights:
+                self.apply(self.lights[0], b"toggle", None)
+            self.press = 0
 
     def run(self, port=80):
         import binascii
@@ -324,7 +289,7 @@ class App:
         # The server's buffers first, while the heap is in one piece.
         self.srv = server.Server(self.handle, port, b"/api/settings", _SETTINGS_BODY)
         self.lights = leds.make(self.cfg["leds"])
-        self.restore()
+        self.saved = _restore().load(self.lights, self.cfg["restore"])
         import wifi
         import dns
 
@@ -334,6 +299,10 @@ class App:
         # The captive portal's DNS answers with the access point's address, the one phones join.
         names = dns.DNS(self.wifi.ap.ifconfig()[0], buf=server.scratch)
         self.srv.add(names.sock, names.handle)
+        if self.cfg["mqtt_host"]:
+            import mqtt  # only when set: it costs heap
+
+            self.mqtt = mqtt.MQTT(self.cfg, self.lights, self.srv.add, self.unserve, VERSION, self.changed)
         print("espblink: serving http://%s/ on Wi-Fi %s" % (ip, ssid))
         gc.collect()
         wdt = self.wdt = machine.WDT()
@@ -342,10 +311,14 @@ class App:
             wait = leds.tick(self.lights)
             self.srv.step(_BUTTON_MS if wait < 0 else min(wait, _BUTTON_MS))
             self.wifi.tick()
+            if self.mqtt:
+                self.mqtt.tick()
             now = time.ticks_ms()
             self.poll_button(now)
             if self.save_at is not None and time.ticks_diff(now, self.save_at) >= 0:
-                self.save(now)
+                self.save_at = None
+                self.saved_at = now
+                self.saved = _restore().save(self.lights, self.saved)
             if self.restart_at is not None and time.ticks_diff(now, self.restart_at) >= 0:
                 machine.reset()
             if self.crashes and time.ticks_diff(now, self.t0) > _STABLE_MS:
@@ -357,6 +330,14 @@ class App:
 
                 ota.confirm()
                 del sys.modules["ota"]
+
+
+def _restore():
+    # Power-on state and its writes (restore.py): loaded for each use, a few times a minute at most.
+    import restore
+
+    del sys.modules["restore"]
+    return restore
 
 
 def _count(n):

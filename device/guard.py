@@ -17,21 +17,16 @@ def _listed(words, w):
     return i > 0 and words[i - 1] == 32 and words[i + len(w)] == 32
 
 
-def known_host(req, hostname):
-    # The Host must be an IP address or the board's name: a DNS-rebinding name is not the board. No
-    # browser leaves out Host, so a request without one cannot be a rebinding attack.
-    name = req.headers[b"host"].split(b":")[0]
-    if not name or name.replace(b".", b"").isdigit():
-        return True
-    return name.startswith(hostname) and (len(name) == len(hostname) or _listed(LOCAL, name[len(hostname):]))
-
-
 def portal(req, hostname, wifi):
     # A phone that joins the access point asks a well-known address whether it is online, by a name the
     # board's DNS answered with its own address: a redirect to the page (not the answer it expects) makes
     # the phone open the page in its sign-in sheet. A change sent to a name that is not the board's is
-    # refused.
-    if _listed(CHECKS, req.path) or not known_host(req, hostname):
+    # refused. The Host must be an IP address or the board's name: a DNS-rebinding name is not the board.
+    # No browser leaves out Host, so a request without one cannot be a rebinding attack.
+    name = req.headers[b"host"].split(b":")[0]
+    known = not name or name.replace(b".", b"").isdigit() or name.startswith(hostname) and (
+        len(name) == len(hostname) or _listed(LOCAL, name[len(hostname):]))
+    if not known or _listed(CHECKS, req.path):
         if req.method != b"GET":
             raise server.HttpError(server.FORBIDDEN, "unknown Host: use the board's address")
         raise server.HttpError(b"302 Found", "", b"Location: http://%s/\r\n" % wifi.status()[2])

@@ -25,7 +25,13 @@ def page(app, req):
             yield led.name
             yield b": on</button></form>" if on else b": off</button></form>"
 
-    server.send_parts(req.sock, b"200 OK", parts, server.HTML)
+    # Counted once, then sent: the body never needs one large block of heap.
+    n = 0
+    for part in parts():
+        n += len(part)
+    server.start(req.sock, b"200 OK", server.HTML, n)
+    for part in parts():
+        req.sock.write(part)
 
 
 def post(app, req, led):

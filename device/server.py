@@ -9,7 +9,6 @@ import select
 import socket
 import time
 
-from micropython import const
 
 CONNS = const(8)  # a phone's 6 idle connections, the request that matters, and one more client
 BUFFERS = const(1)  # 1 KiB each; a connection that finds none waits, unread, for one to come back
@@ -38,9 +37,9 @@ _WAITING = const(2)  # something arrived, and it waits, not polled, for a buffer
 _HEAD = const(3)  # head and body together are over 1 KiB: it keeps its buffer while the body comes
 _IDLE_MS = const(300)  # a connection that has sent nothing for this long may be pushed out
 
-# Response heads and file pieces are put together here; the DNS responder builds its replies in it too
-# (never at the same time: both run to the end from the loop).
-scratch = bytearray(512)
+# Response heads are put together here; the DNS responder builds its replies in it too (never at the
+# same time: both run to the end from the loop). Its longest reply: 271 + 16 bytes.
+scratch = bytearray(288)
 
 
 class HttpError(Exception):
@@ -102,7 +101,7 @@ def parse(req, sock, buf, end):
             raise HttpError(BAD, "malformed header line")
         if colon - pos <= 17:  # no header we keep has a longer name
             k = bytes(buf[pos:colon]).lower()
-            if k in KEEP:
+            if k in req.headers:
                 v = bytes(buf[colon + 1:nl]).strip()
                 if headers[k] and headers[k] != v:
                     raise HttpError(BAD, "conflicting repeated header")
@@ -149,36 +148,26 @@ def send(sock, status, body=b"", ctype=TEXT, extra=b""):
         sock.write(body)
 
 
-def send_parts(sock, status, parts, ctype):
-    # parts() gives the body in pieces of a few hundred bytes, the same each time it is called: once to
-    # count them, once to send them, so the body never needs one large block of heap.
-    n = 0
-    for part in parts():
-        n += len(part)
-    start(sock, status, ctype, n)
-    for part in parts():
-        sock.write(part)
-
-
 def send_built(req, status, ctype):
     # Sends what req.put() put together.
     start(req.sock, status, ctype, req.n)
     req.sock.write(memoryview(req.buf)[:req.n])
 
 
-def send_file(sock, f, ctype, extra=b"", feed=None):
-    # Streams an open file through one 512-byte buffer, and closes it. feed: the watchdog's, between writes.
+def send_file(req, f, ctype, extra=b"", feed=None):
+    # Streams an open file through the request's buffer (read by now), and closes it. feed: the
+    # watchdog's, between writes.
     with f:
         f.seek(0, 2)
-        start(sock, b"200 OK", ctype, f.tell(), extra)
+        start(req.sock, b"200 OK", ctype, f.tell(), extra)
         f.seek(0)
-        mv = memoryview(scratch)
-        n = f.readinto(scratch)
+        mv = memoryview(req.buf)
+        n = f.readinto(req.buf)
         while n:
             if feed:
                 feed()
-            sock.write(mv[:n])
-            n = f.readinto(scratch)
+            req.sock.write(mv[:n])
+            n = f.readinto(req.buf)
 
 
 class Server:
@@ -291,7 +280,7 @@ class Server:
         req = c[_REQ]
         c[_REQ] = None
         req.sock = req.body = req.path = req.query = None
-        for k in KEEP:  # what the request sent goes back to the heap now, not when the buffer is next lent
+        for k in req.headers:  # what the request sent goes back to the heap now, not when the buffer is next lent
             req.headers[k] = b""
         self.pool.append(req)
         # The connection that has waited longest for a buffer is polled again.

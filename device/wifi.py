@@ -4,7 +4,6 @@
 import time
 
 import network
-from micropython import const
 
 _JOIN_MS = const(15000)
 _RETRY_MS = const(60000)
