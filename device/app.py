@@ -76,7 +76,7 @@ def state(app, req):
     if app.mqtt:
         app.mqtt.write_json(w)
     else:
-        w(b"null")
+        w(b'{"state":"off","problem":"not enough free heap"}' if app.cfg["mqtt_host"] else b"null")
     w(b"}")
     server.send_built(req, b"200 OK", server.JSON)
 
@@ -300,9 +300,13 @@ class App:
         names = dns.DNS(self.wifi.ap.ifconfig()[0], buf=server.scratch)
         self.srv.add(names.sock, names.handle)
         if self.cfg["mqtt_host"]:
-            import mqtt  # only when set: it costs heap
+            try:
+                import mqtt  # only when set: it costs heap
 
-            self.mqtt = mqtt.MQTT(self.cfg, self.lights, self.srv.add, self.unserve, VERSION, self.changed)
+                self.mqtt = mqtt.MQTT(self.cfg, self.lights, self.srv.add, self.unserve, VERSION, self.changed)
+            except MemoryError:
+                sys.modules.pop("mqtt", None)
+                print("espblink: MQTT off: not enough free heap (it needs the code in ROMFS: 2 MB flash and up)")
         print("espblink: serving http://%s/ on Wi-Fi %s" % (ip, ssid))
         gc.collect()
         wdt = self.wdt = machine.WDT()

@@ -36,13 +36,15 @@ _REFUSED = ("protocol version", "client id", "broker unavailable", "wrong mqtt_u
 
 class MQTT:
     # cfg: the settings (mqtt_* keys, hostname); lights: the LEDs; add(sock, handler) and drop(sock) put a
-    # socket in and out of the server's poll; version: the app's version.
-    def __init__(self, cfg, lights, add, drop, version):
+    # socket in and out of the server's poll; version: the app's version; changed(): called after a
+    # command switched an LED (as the page's changes do).
+    def __init__(self, cfg, lights, add, drop, version, changed=None):
         self.cfg = cfg
         self.lights = lights
         self.add = add
         self.drop = drop
         self.version = version
+        self.changed = changed
         self.sta = network.WLAN(network.STA_IF)
         mac = self.sta.config("mac")
         self.id = "%02x%02x%02x%02x%02x%02x" % tuple(mac)
@@ -73,7 +75,10 @@ class MQTT:
                 self._lost("no answer from the broker")
             elif time.ticks_diff(now, self.pinged) >= _PING_MS:
                 self.pinged = now
-                self._write(b"\xc0\0")
+                if self.sta.isconnected():
+                    self._write(b"\xc0\0")
+                else:
+                    self._lost("home Wi-Fi lost")
             elif time.ticks_diff(now, self.told) >= _INFO_MS:
                 self._info(now)
             else:
@@ -313,6 +318,8 @@ class MQTT:
             on = _onoff(msg)
             if led is not None and on is not None:
                 led.set(on)
+                if self.changed:
+                    self.changed()
                 self._states()
         elif topic == b"homeassistant/status":
             if msg == b"online":

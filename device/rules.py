@@ -2,7 +2,8 @@
 # check() returns a list of "key: what is wrong" messages; empty means valid.
 
 GPIOS = (0, 2, 4, 5, 12, 13, 14, 15, 16)
-KEYS = ("ap_ssid", "ap_key", "wifi_ssid", "wifi_key", "hostname", "admin_password", "leds", "restore")
+KEYS = ("ap_ssid", "ap_key", "wifi_ssid", "wifi_key", "hostname", "admin_password", "leds", "restore",
+        "mqtt_host", "mqtt_port", "mqtt_user", "mqtt_password", "mqtt_prefix")
 RESTORE = ("off", "on", "last")  # the LEDs at power-on: all off, all on, or as they were
 LED_KEYS = ("name", "gpio", "active_low")
 
@@ -17,7 +18,8 @@ def default_leds():
 
 def defaults():
     return {"ap_ssid": "", "ap_key": "", "wifi_ssid": "", "wifi_key": "", "hostname": "",
-            "admin_password": "", "leds": default_leds(), "restore": "off"}
+            "admin_password": "", "leds": default_leds(), "restore": "off",
+            "mqtt_host": "", "mqtt_port": 1883, "mqtt_user": "", "mqtt_password": "", "mqtt_prefix": ""}
 
 
 def _ascii(s):
@@ -118,6 +120,7 @@ def check(cfg):
                     "hyphen (got %r)" % (h,))
     if cfg.get("restore", "off") not in RESTORE:
         errs.append("restore: must be off, on or last (got %r)" % (cfg.get("restore"),))
+    _mqtt(errs, cfg)
     leds = cfg.get("leds", [])
     if not isinstance(leds, list) or not 1 <= len(leds) <= 8:
         errs.append("leds: must be a list of 1 to 8 LEDs")
@@ -132,6 +135,31 @@ def check(cfg):
                     errs.append("%s.%s: %s %r is used by another LED" % (where, k, what, led.get(k)))
             seen.append(led)
     return errs
+
+
+def _mqtt(errs, cfg):
+    # MQTT (Home Assistant): off while mqtt_host is empty.
+    h = cfg.get("mqtt_host", "")
+    ok = isinstance(h, str) and len(h) <= 64 and h[:1] != "-"
+    for c in h if ok else "":
+        ok = ok and ("a" <= c.lower() <= "z" or "0" <= c <= "9" or c in ".-")
+    if not ok:
+        errs.append("mqtt_host: must be empty (MQTT off) or the broker's IP address or name, up to 64 letters, "
+                    "digits, dots and hyphens (got %r)" % (h,))
+    p = cfg.get("mqtt_port", 1883)
+    if isinstance(p, bool) or not isinstance(p, int) or not 0 < p < 65536:
+        errs.append("mqtt_port: must be a port number, 1 to 65535 (got %r)" % (p,))
+    _text(errs, cfg, "mqtt_user", 1, 64, "empty or a user name")
+    _text(errs, cfg, "mqtt_password", 1, 64, "empty or a password")
+    if cfg.get("mqtt_password") and not cfg.get("mqtt_user"):
+        errs.append("mqtt_password: set without mqtt_user")
+    t = cfg.get("mqtt_prefix", "")
+    ok = isinstance(t, str) and len(t) <= 48 and _ascii(t) and t[:1] != "/" and t[-1:] != "/" and "//" not in t
+    for c in t if ok else "":
+        ok = ok and c not in '+#"\\ '
+    if not ok:
+        errs.append("mqtt_prefix: must be empty (espblink/<board id>) or a topic such as home/kitchen: up to 48 "
+                    "printable characters, no spaces, + # \" \\, no / first, last or twice (got %r)" % (t,))
 
 
 def complete(cfg):
