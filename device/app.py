@@ -169,13 +169,7 @@ def update(app, req):
     try:
         import ota
 
-        if req.method == b"GET":
-            ota.info(req)
-        elif ota.update(req, app.wdt.feed):
-            app.restart_at = time.ticks_add(time.ticks_ms(), 300)
-    except MemoryError:
-        raise server.HttpError(b"503 Service Unavailable", "not enough free memory on the board for an update "
-                               "now; try again in a moment", b"Retry-After: 5\r\n")
+        ota.handle(app, req)
     finally:
         sys.modules.pop("ota", None)
 

@@ -292,6 +292,22 @@ def _unpack(buf, feed):
             ops.append((b"put", name, _exists(name)))
 
 
+def handle(app, req):
+    # GET or POST /api/ota, for the app (which unloads this module after it).
+    import time
+
+    import server
+
+    try:
+        if req.method == b"GET":
+            info(req)
+        elif update(req, app.wdt.feed):
+            app.restart_at = time.ticks_add(time.ticks_ms(), 300)
+    except MemoryError:
+        raise server.HttpError(b"503 Service Unavailable", "not enough free memory on the board for an update "
+                               "now; try again in a moment", b"Retry-After: 5\r\n")
+
+
 def update(req, feed=None):
     # POST /api/ota. Returns True when the new app is in place and the board must restart.
     sock = req.sock
