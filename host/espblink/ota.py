@@ -33,6 +33,7 @@ from espblink.errors import UserError
 
 KEY = "ota.key"  # on the board
 LAST = "ota.last"  # on the board: why the last update was rolled back
+OWN = (KEY, LAST, "ota.seq", "ota.state", "ota.img")  # on the board: the updates' own files
 KEYS_FILE = "deploy-keys.json"  # on the host, next to the settings file: {board id: hex key}
 PROTOCOL = b"espblink-ota"
 CHUNK = 1024  # what the board reads at a time (its request buffer)
@@ -350,7 +351,8 @@ def deploy(target: str, settings_path: Path = settings.DEFAULT, replace_settings
         keep = [sync.CONFIG]
         say(f"settings: {sync.CONFIG} was changed on the board since the last deploy: kept (a USB deploy lists "
             "the differences; --replace-settings overwrites it)")
-    p = sync.plan(local, info.files, info.deployed, keep=keep)
+    on_board = {n: h for n, h in info.files.items() if n not in OWN}  # the update's own files are not the app's
+    p = sync.plan(local, on_board, info.deployed, keep=keep)
     update = pack(local, p) if (p.write or p.remove or p.manifest) else b""
     r.expected = hashlib.sha256(sync.manifest_text(p.record)).hexdigest()[:8]
     say(f"deploy to {url} over Wi-Fi: {len(p.write)} to write ({p.bytes} bytes), {len(p.remove)} to remove, "
