@@ -82,6 +82,7 @@ class Board:
         self.hostname = ""
         self.boots = 0
         self.romfs = False
+        self.resume_raw = False
         self.hw = runtime.HwLink(self._hw_message)
         self.rfc2217 = Rfc2217Server(self.uart_in, self.set_lines, self.sinks.append, self._remove_sink)
         self.pty = Pty(self.uart_in)
@@ -265,10 +266,23 @@ class Board:
         os.close(slave)
         os.set_blocking(master, False)  # a MicroPython not reading its input must not stall the board
         self.proc, self.master = proc, master
-        if soft and self.raw:
-            os.write(master, b"\x01")  # back into the raw REPL the reset came from
+        self.resume_raw = soft and self.raw  # back into the raw REPL the reset came from, once the REPL reads
         threading.Thread(target=self._relay, args=(proc, master), daemon=True, name="mpy").start()
         self._write_state()
+
+    @staticmethod
+    def _type_when_reading(master: int | None, data: bytes, timeout: float = 3) -> None:
+        # The unix port's REPL takes the terminal raw with TCSAFLUSH, dropping what was typed before: wait
+        # for that (ISIG off), as a person at the terminal waits for the prompt.
+        deadline = time.monotonic() + timeout
+        while master is not None and time.monotonic() < deadline:
+            try:
+                if not termios.tcgetattr(master)[3] & termios.ISIG:
+                    os.write(master, data)
+                    return
+            except OSError:
+                return
+            time.sleep(0.005)
 
     def _hw(self) -> dict[str, Any]:
         hw: dict[str, Any] = {"mac": NodeMCU.MAC, "flash": str(self.flash.path), "flash_size": self.flash.size,
@@ -355,6 +369,9 @@ class Board:
                 self.wdt = (self.wdt[0], time.monotonic())
             elif "repl" in msg:
                 self.at_repl = True
+                if self.resume_raw:
+                    self.resume_raw = False
+                    threading.Thread(target=self._type_when_reading, args=(self.master, b"\x01"), daemon=True).start()
             elif "ready" in msg:
                 self.ready = True
                 pending, self.pending = self.pending, b""
