@@ -82,13 +82,14 @@ class Board:
         self.hostname = ""
         self.boots = 0
         self.romfs = False
-        self.resume_raw = False
         self.hw = runtime.HwLink(self._hw_message)
         self.rfc2217 = Rfc2217Server(self.uart_in, self.set_lines, self.sinks.append, self._remove_sink)
         self.pty = Pty(self.uart_in)
         self.sinks.append(self.pty.write)
         self._stop = threading.Event()
+        self._typed = threading.Event()
         threading.Thread(target=self._watchdog, daemon=True, name="wdt").start()
+        threading.Thread(target=self._deliver, daemon=True, name="uart").start()
         runtime.build()
 
     # -- the outside world -----------------------------------------------------------------------
@@ -163,18 +164,40 @@ class Board:
             if self.mode == "rom" and self.rom:
                 self.rom.feed(data)
             elif self.mode == "firmware" and self.master is not None:
-                if not self.ready:
-                    self.pending += data  # held until the firmware's start-up has mounted the filesystem
-                    return
                 for b in data:
                     if b == 0x01:
                         self.raw = True
                     elif b == 0x02:
                         self.raw = False
+                self.pending = (self.pending + data)[-self.UART_BUFFER:]  # beyond it, lost as a full FIFO's
+                self._typed.set()
+
+    UART_BUFFER = 4096
+
+    def _deliver(self) -> None:
+        """What was typed reaches MicroPython as it would through the board's UART. The unix port's REPL takes
+        its terminal raw with TCSAFLUSH, dropping input typed before: so input waits until the REPL reads
+        (ISIG off), or until the firmware's start-up has mounted the filesystem; Ctrl-C meanwhile goes at
+        once (while code runs it is KeyboardInterrupt)."""
+        while not self._stop.is_set():
+            self._typed.wait(0.5)
+            with self.lock:
+                if not self.pending or self.mode != "firmware" or self.master is None or not self.ready:
+                    self._typed.clear()
+                    continue
                 try:
-                    os.write(self.master, data)
-                except OSError:
-                    pass  # its input buffer is full: the bytes are lost, as a UART's FIFO overflows
+                    running = termios.tcgetattr(self.master)[3] & termios.ISIG
+                    if not running:
+                        os.write(self.master, self.pending)
+                        self.pending = b""
+                    elif b"\x03" in self.pending:
+                        os.write(self.master, b"\x03")
+                        self.pending = self.pending.replace(b"\x03", b"")
+                except BlockingIOError:
+                    self.pending = b""  # its input buffer is full: lost, as a UART's FIFO overflows
+                except (OSError, termios.error):
+                    pass
+            time.sleep(0.005)
 
     # -- the NodeMCU's auto-reset circuit --------------------------------------------------------------
     def set_lines(self, dtr: bool, rts: bool) -> None:
@@ -266,23 +289,10 @@ class Board:
         os.close(slave)
         os.set_blocking(master, False)  # a MicroPython not reading its input must not stall the board
         self.proc, self.master = proc, master
-        self.resume_raw = soft and self.raw  # back into the raw REPL the reset came from, once the REPL reads
+        if soft and self.raw:
+            self.pending = b"\x01"  # back into the raw REPL the reset came from
         threading.Thread(target=self._relay, args=(proc, master), daemon=True, name="mpy").start()
         self._write_state()
-
-    @staticmethod
-    def _type_when_reading(master: int | None, data: bytes, timeout: float = 3) -> None:
-        # The unix port's REPL takes the terminal raw with TCSAFLUSH, dropping what was typed before: wait
-        # for that (ISIG off), as a person at the terminal waits for the prompt.
-        deadline = time.monotonic() + timeout
-        while master is not None and time.monotonic() < deadline:
-            try:
-                if not termios.tcgetattr(master)[3] & termios.ISIG:
-                    os.write(master, data)
-                    return
-            except OSError:
-                return
-            time.sleep(0.005)
 
     def _hw(self) -> dict[str, Any]:
         hw: dict[str, Any] = {"mac": NodeMCU.MAC, "flash": str(self.flash.path), "flash_size": self.flash.size,
@@ -369,14 +379,9 @@ class Board:
                 self.wdt = (self.wdt[0], time.monotonic())
             elif "repl" in msg:
                 self.at_repl = True
-                if self.resume_raw:
-                    self.resume_raw = False
-                    threading.Thread(target=self._type_when_reading, args=(self.master, b"\x01"), daemon=True).start()
             elif "ready" in msg:
                 self.ready = True
-                pending, self.pending = self.pending, b""
-                if pending:
-                    self.uart_in(pending)
+                self._typed.set()
             elif "reset" in msg:
                 self.reset_request = "hard" if msg["reset"] in ("hard", "deepsleep") else "soft"
                 # The shim ends its MicroPython with SystemExit, but `micropython -i` takes that to its REPL:
