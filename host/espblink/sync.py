@@ -7,8 +7,10 @@ there as one image, built with mpremote's own writer, and run from flash without
 The files stay on littlefs as the known-good copy, the modules in lib/: the board's sys.path is '', .frozen,
 /rom, /rom/lib, /lib, /, so a module in the root would be imported instead of the image's, and one in /lib
 only when the partition holds no valid image. The image is written only when the hash of the partition,
-computed on the board, differs; the files first, then the image, its first chunk (the header) last, so a
-deploy killed anywhere leaves the old image or the new one, or no valid image and the copy on littlefs.
+computed on the board, differs: the old image erased after the new files are on the board and before they
+are swapped in, the new one written after the swap, its first chunk (the header) last. A deploy killed
+anywhere leaves the old files with the old image or none, or the new files with the new image or none;
+with none, main.py says so and the copy on littlefs runs.
 
 The board's config.json is settings.toml's, except after someone changed it on the board (its settings
 page): the `.deployed` manifest records the hash of every file the last deploy wrote, so a config.json that
@@ -249,22 +251,23 @@ def romfs_layout(local: dict[str, bytes]) -> tuple[dict[str, bytes], bytes]:
     return files, w.finalise()
 
 
-def write_romfs(t: SerialTransport, image: bytes) -> bool:
-    """The image into the board's partition unless it holds it already (a hash computed on the board);
-    False: it did. Erased first, then written from its second chunk on, the first (the header) last."""
-    if t.exec(ROMFS_HASH % len(image)).decode().strip() == sha256(image):
-        return False
-    t.exec(ROMFS_ERASE % len(image))
+def romfs_holds(t: SerialTransport, image: bytes) -> bool:
+    """Whether the board's partition holds image: a hash computed on the board, not the bytes over serial."""
+    return t.exec(ROMFS_HASH % len(image)).decode().strip() == sha256(image)
+
+
+def write_romfs(t: SerialTransport, image: bytes) -> None:
+    """The image into the erased partition from its second chunk on, the first (the header) last: until
+    then the partition holds no valid image."""
     offsets = list(range(0, len(image), ROMFS_CHUNK))
     for i, at in enumerate(offsets[1:] + offsets[:1], 1):
         chunk = image[at:at + ROMFS_CHUNK]
         chunk += b"\xff" * (-len(chunk) % 4)  # the flash is written in 4-byte words; 0xFF leaves bits as erased
         print(f"  ROMFS image [{i}/{len(offsets)}] ({len(chunk)} bytes at {at})")
         t.exec(ROMFS_WRITE % (at, binascii.b2a_base64(chunk, newline=False)))
-    if t.exec(ROMFS_HASH % len(image)).decode().strip() != sha256(image):
+    if not romfs_holds(t, image):
         raise UserError("the board's ROMFS partition does not hold the image just written (a flash fault?); "
                         "run the deploy again; until then the board runs the copy of the app on its filesystem")
-    return True
 
 
 def board_settings(t: SerialTransport, local: dict[str, bytes], board: dict[str, str], previous: Manifest,
@@ -278,7 +281,9 @@ def board_settings(t: SerialTransport, local: dict[str, bytes], board: dict[str,
     return settings_to_keep(data, cfg, previous.get(CONFIG))
 
 
-def write(t: SerialTransport, local: dict[str, bytes], p: Plan) -> None:
+def write(t: SerialTransport, local: dict[str, bytes], p: Plan, romfs_erase: int = 0) -> None:
+    """The plan's files written under temporary names, then swapped in by one script. romfs_erase: the
+    bytes of the ROMFS partition to erase before the swap, so its old image never runs with new files."""
     folders = sorted({n.rsplit("/", 1)[0] for n in p.write if "/" in n})
     if folders:
         t.exec("import os\n" + "".join(f"try:\n os.mkdir({d!r})\nexcept OSError:\n pass\n" for d in folders))
@@ -287,6 +292,8 @@ def write(t: SerialTransport, local: dict[str, bytes], p: Plan) -> None:
         t.fs_writefile(name + ".tmp", local[name], chunk_size=1024)
     if p.manifest:
         t.fs_writefile(MANIFEST + ".tmp", manifest_text(p.record))
+    if romfs_erase:
+        t.exec(ROMFS_ERASE % romfs_erase)
     # Every new file is on the board: now swap them in, the files the board runs by name last, and the
     # manifest in the same script, so it never records a config.json the board does not have.
     script = ["import os"]
@@ -402,12 +409,18 @@ def deploy(port: str | None, settings_path: Path = settings.DEFAULT, replace_set
               f"{len(p.unchanged)} unchanged" + (f", {len(p.kept)} kept ({', '.join(p.kept)})" if p.kept else ""))
         if board_cfg:
             print(explain_kept(board_cfg, cfg, settings_path))
+        # Files and image switch together: the old image is erased before the new files are swapped in, the
+        # new one written after; killed in between, the board runs the files (main.py says why).
+        new_image = bool(image) and not romfs_holds(t, image)
         if p.write or p.remove or p.manifest:
-            write(t, local, p)
+            write(t, local, p, romfs_erase=len(image) if new_image else 0)
+        elif new_image:
+            t.exec(ROMFS_ERASE % len(image))
+        if new_image:
+            write_romfs(t, image)
         if image:
-            written = write_romfs(t, image)
             print(f"code in ROMFS ({len(image)} bytes of {info.romfs // 1024} KB)"
-                  + ("" if written else ": the board's partition holds this image already, not written"))
+                  + ("" if new_image else ": the board's partition holds this image already, not written"))
         else:
             print("code as files")
         from espblink import ota  # (ota uses this module's plan)
