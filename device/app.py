@@ -170,6 +170,9 @@ def update(app, req):
         import ota
 
         ota.handle(app, req)
+    except MemoryError:
+        raise server.HttpError(b"503 Service Unavailable", "not enough free memory on the board for an update now",
+                               b"Retry-After: 5\r\n")
     finally:
         sys.modules.pop("ota", None)
 

@@ -296,16 +296,10 @@ def handle(app, req):
     # GET or POST /api/ota, for the app (which unloads this module after it).
     import time
 
-    import server
-
-    try:
-        if req.method == b"GET":
-            info(req)
-        elif update(req, app.wdt.feed):
-            app.restart_at = time.ticks_add(time.ticks_ms(), 300)
-    except MemoryError:
-        raise server.HttpError(b"503 Service Unavailable", "not enough free memory on the board for an update "
-                               "now; try again in a moment", b"Retry-After: 5\r\n")
+    if req.method == b"GET":
+        info(req)
+    elif update(req, app.wdt.feed):
+        app.restart_at = time.ticks_add(time.ticks_ms(), 300)
 
 
 def update(req, feed=None):
