@@ -1,14 +1,26 @@
-"""The settings API and the captive portal's HTTP side, on the device app (`espblink run`, real MicroPython):
-admin password, the shared rules naming the field, the atomic write, the restart; connectivity checks."""
+"""The settings API and the captive portal's HTTP side, on the device app (real MicroPython, the board's heap):
+admin password, the shared rules naming the field, the atomic write, the restart; connectivity checks.
+
+Saving loads the settings code and the shared rules, which need the heap a NodeMCU of 2 MB or more has with
+its code in ROMFS (the FLASH_2M_ROMFS build deploy writes there: code runs from flash). With the code as
+.mpy files (1 MB boards) the same save answers 503 with a clear message, and the board goes on serving."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from device_support import VALID, run_app
+from device_support import VALID, App, run_app
+from espblink import build, runner, sync
+from nodemcu import runtime
 from nodemcu.board import NodeMCU
 
 ADMIN = "open sesame 42"
@@ -24,11 +36,43 @@ def post_settings(app, body: dict, headers: dict | None = None) -> tuple[int, st
 HEAP = NodeMCU.HEAP
 
 
-# The settings code is loaded while a change is saved: it needs the heap a board has free (the virtual
-# board's heap).
+@contextmanager
+def romfs_app(tmp: Path, config: dict[str, Any]) -> Iterator[App]:
+    """The app as deploy leaves a NodeMCU of 2 MB or more: modules and pages in a ROMFS image in the flash
+    image's partition (mounted at /rom, first on sys.path), config.json and the known-good copy (lib/) on the
+    filesystem, for which the folder stands. The launcher's environment as nodemcu.runtime.launch makes it
+    (which sets the partition only with a whole flash image: `espblink run` has no ROMFS option yet)."""
+    device = {f.name: f.read_bytes() for f in build.build(out=tmp / "build").iterdir()}
+    files, image = sync.romfs_layout({**device, "config.json": json.dumps(config).encode()})
+    at, size = NodeMCU.ROMFS
+    flash = tmp / "flash.bin"
+    flash.write_bytes(b"\xff" * at + image.ljust(size, b"\xff"))
+    fs = tmp / "fs"
+    for name, data in files.items():
+        (fs / name).parent.mkdir(parents=True, exist_ok=True)
+        (fs / name).write_bytes(data)
+    port = runtime.free_port()
+    b = runtime.build()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MICROPY", "ESPBLINK_"))}
+    env.update(ESPBLINK_HW=json.dumps({"mac": NodeMCU.MAC, "romfs": [at, size]}), ESPBLINK_ROMFS=f"{flash}:{at}:{size}",
+               ESPBLINK_PORTMAP=f"80={port},53=0", MICROPYPATH=".frozen", LD_PRELOAD=str(b.portmap))
+    proc = subprocess.Popen([str(b.exe), "-X", f"heapsize={HEAP}", "-c", "import launch"], cwd=fs, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    try:
+        assert runner.wait_listening(port, proc, time.monotonic() + 20), proc.communicate(timeout=5)[0]
+        yield App(proc, port, fs)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.fixture
 def app(tmp_path):
-    with run_app(tmp_path, CONFIG, heap=HEAP) as a:
+    with romfs_app(tmp_path, CONFIG) as a:
         yield a
 
 
@@ -91,10 +135,23 @@ def test_a_valid_change_is_written_whole_and_the_board_restarts(app):
 
 
 def test_settings_page_is_off_without_an_admin_password(tmp_path):
-    with run_app(tmp_path, VALID, heap=HEAP) as app:
+    with romfs_app(tmp_path, VALID) as app:
         assert app.get_json("/api/settings")["admin"] is False
         status, body = post_settings(app, {"admin": "", "ap_ssid": "x"})
         assert status == 403 and "settings page is off" in body and "admin_password" in body
+
+
+def test_code_as_files_has_no_heap_to_save_says_so_and_goes_on(tmp_path):
+    # A 1 MB board keeps its code as .mpy files, copied into the heap when imported: no room for the rules.
+    with run_app(tmp_path, CONFIG) as app:
+        before = (app.fs / "config.json").read_bytes()
+        status, headers, body = app.request("POST", "/api/settings", json.dumps({"admin": ADMIN, "ap_ssid": "x"}),
+                                            API)
+        assert (status, headers["retry-after"]) == (503, "5"), body
+        assert b"not enough free memory on the board for the settings page" in body
+        assert (app.fs / "config.json").read_bytes() == before
+        assert app.get_json("/api/state")["wifi"]["ssid"] == "espblink-test"
+        assert app.post_json("/api/leds/blue", {"toggle": True})[0] == 200
 
 
 def test_power_lost_while_the_settings_were_renamed_into_place(tmp_path):
