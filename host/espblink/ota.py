@@ -228,6 +228,9 @@ def explain(status: int, text: str, url: str, keys_file: Path | None = None) -> 
         where = f" in {keys_file}" if keys_file else ""
         return (f"{url} refused the update: {text}. The key{where} is not this board's: deploy once over USB "
                 "(make deploy) to read its key, or fix the key in the fleet file")
+    if status == 503:
+        return (f"{url}: {text}. The update code needs about 9 KB of free heap when the board's code runs from files "
+                "(it runs from flash on a board with the ROMFS partition); try again, or deploy over USB")
     if status == 409:
         return f"board busy: {text}"
     if status == 507:
