@@ -31,7 +31,7 @@ _EAGAIN = const(11)
 _EINPROGRESS = const(115)
 # CONNACK return codes 1 to 5 (MQTT 3.1.1, 3.2.2.3)
 _REFUSED = ("protocol version", "client id", "broker unavailable", "wrong mqtt_user or mqtt_password",
-            "mqtt_user not authorized")
+            "wrong mqtt_user or mqtt_password, or not allowed")
 
 
 class MQTT:
