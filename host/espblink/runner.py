@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from espblink import build, rules
+from espblink import build, rules, sync
 from espblink.errors import UserError
 from nodemcu import runtime
 from nodemcu.board import NodeMCU
@@ -41,13 +41,30 @@ def wait_listening(port: int, proc: Any, deadline: float) -> bool:
     return False
 
 
-def install(fs: Path, config: Path | None = None) -> None:
-    """Put the device build (and a config.json) on a folder that stands for the board's filesystem."""
+def romfs_file(fs: Path) -> Path:
+    """Where `espblink run` keeps the board's ROMFS partition for the folder fs: beside it."""
+    return fs.with_name(fs.name + ".romfs")
+
+
+def install(fs: Path, config: Path | None = None, romfs: bool = True) -> None:
+    """Put the device build (and a config.json) on a folder that stands for the board's filesystem: laid out
+    as deploy lays out a NodeMCU of 2 MB or more (romfs: modules and pages in a ROMFS partition, kept in
+    romfs_file(fs), a copy of the modules in lib/) or of 1 MB (the modules as files)."""
     fs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="espblink-build-") as tmp:
         # A build of its own: other runs may be replacing build/device at this moment.
-        for f in build.build(out=Path(tmp) / "device").iterdir():
-            shutil.copyfile(f, fs / f.name)
+        local = {f.name: f.read_bytes() for f in build.build(out=Path(tmp) / "device").iterdir()}
+    image = b""
+    if romfs:
+        local, image = sync.romfs_layout(local)
+    for name, data in local.items():
+        (fs / name).parent.mkdir(parents=True, exist_ok=True)
+        (fs / name).write_bytes(data)
+    part = romfs_file(fs)
+    if image:
+        part.write_bytes(image.ljust(NodeMCU.ROMFS[1], b"\xff"))
+    else:
+        part.unlink(missing_ok=True)
     if config:
         shutil.copyfile(config, fs / "config.json")
 
@@ -60,6 +77,8 @@ def power_on(fs: Path, on_message: Callable[[dict[str, Any]], None], http_port: 
     Wi-Fi) go to on_message. The caller stops the process and closes the link."""
     link = runtime.HwLink(on_message)
     hw = {"mac": NodeMCU.MAC, "pins": {str(k): v for k, v in (pins or {}).items()}, "reset_cause": reset_cause}
+    if romfs_file(fs).exists():
+        hw.update(romfs=[0, NodeMCU.ROMFS[1]], romfs_file=str(romfs_file(fs)))
     try:
         proc = runtime.launch(fs, hw, link, {80: http_port, 53: dns_port}, heap, **popen)
     except runtime.BuildError as e:
@@ -76,8 +95,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UserError(f"--pin {p}: expected GPIO=LEVEL with LEVEL 0 or 1, e.g. --pin 0=0")
         pins[int(gpio)] = int(level)
     with tempfile.TemporaryDirectory(prefix="espblink-run-") as tmp:
-        fs = Path(args.dir) if args.dir else Path(tmp)
-        install(fs, args.config)
+        fs = Path(args.dir) if args.dir else Path(tmp) / "fs"
+        install(fs, args.config, romfs=not args.files)
         config = fs / "config.json" if (fs / "config.json").exists() else None
         leds = leds_of(config)
         ap_up = threading.Event()
@@ -136,6 +155,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--heap", type=int, default=NodeMCU.HEAP, help="MicroPython heap in bytes (the board's: 38912)")
     p.add_argument("--config", type=Path, help="config.json to put on the virtual board")
     p.add_argument("--dir", help="folder to use as the board's filesystem (default: a temporary one)")
+    p.add_argument("--files", action="store_true",
+                   help="the code as .mpy files, as on a 1 MB board (default: in a ROMFS partition, as deploy leaves "
+                   "a NodeMCU of 2 MB or more)")
     p.add_argument("--pin", action="append", default=[], metavar="GPIO=LEVEL",
                    help="hold an input pin at a level from power-on, e.g. 0=0 (FLASH button held: safe mode)")
     p.set_defaults(func=cmd_run)

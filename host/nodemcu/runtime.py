@@ -215,7 +215,8 @@ def launch(cwd: Path, hw: dict[str, Any], link: HwLink, ports: dict[int, int], h
     """Power on: the board's MicroPython runs the frozen launch.py (the firmware's start-up, then boot.py
     and main.py; then its REPL when repl). hw describes the board to the shims (esp8266/modules/hwlink.py
     reads it): "flash" (the image's path: littlefs on it, else cwd is the filesystem), "flash_size",
-    "flash_user_start", "romfs" ([offset, size] of a ROMFS partition), "mac", "pins" (input levels held),
+    "flash_user_start", "romfs" ([offset, size] of a ROMFS partition in "flash", or in "romfs_file" when the
+    board has no flash image), "mac", "pins" (input levels held),
     "sta" (networks in range), "reset_cause", "raw" (soft reset back into the raw REPL)."""
     b = build()
     cmd = [str(b.exe), "-X", f"heapsize={heap}", *(["-i"] if repl else []), "-c", "import launch"]
@@ -224,8 +225,8 @@ def launch(cwd: Path, hw: dict[str, Any], link: HwLink, ports: dict[int, int], h
     env["ESPBLINK_PORTMAP"] = ",".join(f"{a}={p}" for a, p in ports.items())
     env["MICROPYPATH"] = ".frozen"
     env["LD_PRELOAD"] = str(b.portmap)
-    if "romfs" in hw and hw.get("flash"):
-        env["ESPBLINK_ROMFS"] = "%s:%d:%d" % (hw["flash"], *hw["romfs"])
+    if hw.get("romfs") and (hw.get("romfs_file") or hw.get("flash")):
+        env["ESPBLINK_ROMFS"] = "%s:%d:%d" % (hw.get("romfs_file") or hw["flash"], *hw["romfs"])
     # Started from one long-lived thread: the kernel's parent-death signal follows the creating thread.
     pre = _on_its_terminal if repl else _die_with_parent
     return _SPAWNER.submit(subprocess.Popen, cmd, cwd=cwd, env=env, preexec_fn=pre, **popen).result()
