@@ -21,10 +21,11 @@ def demo(state: Path, heap: int = NodeMCU.HEAP, settings_path: Path = settings.D
         port = board.rfc2217.url
         print(f"virtual NodeMCU on {port} (terminal: {board.pty.path})")
         # No MicroPython image can be downloaded for the virtual board: it runs the board's MicroPython built
-        # for this host, and takes any valid ESP8266 image as its firmware.
+        # for this host, and takes any valid ESP8266 image as its firmware; one that names the FLASH_2M_ROMFS
+        # build, as `make flash` picks for a 4 MB NodeMCU, gives it the ROMFS partition deploy puts the code in.
         fw = paths.BUILD / "sim-firmware.bin"
         fw.parent.mkdir(parents=True, exist_ok=True)
-        fw.write_bytes(image.make())
+        fw.write_bytes(image.make(variant="FLASH_2M_ROMFS"))
         flash.flash(port, str(fw))
         sync.deploy(port, settings_path)
         print(f"\nOn this machine the board's page is at {board.info()['http']} (the board's 192.168.4.1).")
