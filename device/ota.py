@@ -6,11 +6,13 @@
 # POST /api/ota: body "SEQ LENGTH SHA256 HMAC" (HMAC-SHA256 with the board's deploy key over
 #      "espblink-ota SEQ LENGTH SHA256"); SEQ must be above the last one accepted (no replay). The board
 #      answers "101 Switching Protocols", then reads LENGTH bytes (the update: "put NAME SIZE\n" + SIZE
-#      bytes, or "del NAME\n", repeated) to a file in chunks, checks its SHA256, unpacks it beside the app,
-#      and swaps the files in by renames under a journal (ota.state), keeping the old ones in ota-files/old/.
-#      Its verdict is one last line: "OK ..." (then it restarts) or "ERR CODE ...".
-# At start, boot() finishes a swap cut by a power loss, counts the new app's boots and puts the old
-# app back after 3 crashes in a row; confirm() (the app ran 30 s) drops the old copy.
+#      bytes, "del NAME\n", or "rom SIZE\n" + the ROMFS image, repeated) to a file in chunks, checks its
+#      SHA256, unpacks it beside the app, and swaps the files in by renames under a journal (ota.state),
+#      keeping the old ones in ota-files/old/. Its verdict is one last line: "OK ..." (then it restarts)
+#      or "ERR CODE ...".
+# At start, boot() finishes a swap cut by a power loss (a new ROMFS image is written then, from main.py,
+# while no code runs from the partition), counts the new app's boots and puts the old app back (files
+# and image) after 3 crashes in a row; confirm() (the app ran 30 s) drops the old copy.
 import gc
 import hashlib
 import os
@@ -26,6 +28,92 @@ OLD = DIR + "/old/"
 TRIES = 3  # a new app that crashes this many times in a row is replaced by the old one
 IDLE_S = 2  # the most one read of the update may wait; the watchdog bites after 3.2 s
 PROTOCOL = b"espblink-ota"
+ROM = "rom.img"  # in NEW and OLD: the ROMFS image, new and previous
+ROM_MAGIC = b"\xd2\xcd\x31"  # a ROMFS image's first bytes (mpremote's romfs writer)
+
+
+def _segment():
+    # The ROMFS partition (a memoryview over the flash), or None on a board without one.
+    try:
+        import vfs
+
+        if vfs.rom_ioctl(1) > 0:
+            return vfs.rom_ioctl(2, 0)
+    except (ImportError, AttributeError, OSError):
+        pass
+    return None
+
+
+def _image_size(seg):
+    # The size of the valid image at the start of the partition, or 0.
+    if seg is None or bytes(seg[:3]) != ROM_MAGIC:
+        return 0
+    n = 0
+    i = 3
+    while i < 8:
+        b = seg[i]
+        n = n << 7 | b & 0x7F
+        i += 1
+        if not b & 0x80:
+            return i + n
+    return 0
+
+
+def _write_rom(name, buf):
+    # Erases the partition and writes the image file into it, its first chunk (the header) last: until
+    # then the partition holds no valid image.
+    import vfs
+
+    try:
+        vfs.umount("/rom")
+    except OSError:
+        pass
+    seg = _segment()
+    if name is None:
+        vfs.rom_ioctl(3, 0, len(seg))
+        return
+    size = os.stat(name)[6]
+    if size > len(seg):
+        raise OSError(28)
+    r = vfs.rom_ioctl(3, 0, size)
+    if r < 0:
+        raise OSError(-r)
+    mv = memoryview(buf)
+    with open(name, "rb") as f:
+        at = len(buf)
+        f.seek(at)
+        while at < size:
+            n = _chunk(f, buf)
+            vfs.rom_ioctl(4, 0, at, mv[:n])
+            at += n
+        f.seek(0)
+        vfs.rom_ioctl(4, 0, 0, mv[:_chunk(f, buf)])
+    d = hashlib.sha256()
+    d.update(seg[:size])
+    if _hex(d.digest()) != _sha_file(name, buf):
+        raise OSError(5)
+
+
+def _chunk(f, buf):
+    # The next piece of the file, made whole 4-byte words (flash is written in words) with 0xFF, which
+    # leaves erased bits as they are.
+    n = f.readinto(buf)
+    while n & 3:
+        buf[n] = 0xFF
+        n += 1
+    return n
+
+
+def _mount_rom():
+    # As the firmware does at start: a valid image is mounted at /rom, where the app's code is looked for.
+    seg = _segment()
+    if _image_size(seg):
+        import vfs
+
+        try:
+            vfs.mount(vfs.VfsRom(seg), "/rom")
+        except OSError:
+            pass
 
 
 def _exists(name):
@@ -114,43 +202,66 @@ def _journal():
     ops = []
     for line in lines[1:]:
         w = line.split()
-        if len(w) >= 2:
-            ops.append((w[0], w[1].decode(), len(w) > 2 and w[2] == b"1"))
+        if len(w) >= 3:
+            ops.append((w[0], w[1].decode(), w[2] == b"1"))
     return lines[0], ops
 
 
 def _set_phase(phase, ops):
     parts = [phase]
     for op, name, existed in ops:
-        parts.append(b"put %s %d" % (name.encode(), existed) if op == b"put" else b"del " + name.encode())
+        parts.append(b"%s %s %d" % (op, name.encode(), existed))
     _write(STATE, b"\n".join(parts) + b"\n")
 
 
-def _switch(ops):
+def _flat(name):
+    # A name's file in NEW or OLD: lib/app.mpy is lib%app.mpy there.
+    return name.replace("/", "%")
+
+
+def _switch(ops, buf):
     # Swaps the new files in, the old ones kept in OLD. Run again after a power cut, it goes on
-    # from where it stopped: each step is one rename, done only while its source is still there.
-    for op, name, _ in ops:
-        if op == b"put":
-            if _exists(NEW + name):
+    # from where it stopped: each step is one rename, done only while its source is still there. A new
+    # ROMFS image is written only from boot(): the running app's code may be in the partition.
+    for op, name, existed in ops:
+        if op == b"rom":
+            seg = _segment()
+            size = _image_size(seg)
+            if existed and size and not _exists(OLD + ROM):  # the previous image, kept for a rollback
+                with open(OLD + ROM + ".tmp", "wb") as f:
+                    f.write(seg[:size])
+                os.rename(OLD + ROM + ".tmp", OLD + ROM)
+            if _exists(NEW + ROM):
+                _write_rom(NEW + ROM, buf)
+                os.remove(NEW + ROM)
+        elif op == b"put":
+            if _exists(NEW + _flat(name)):
                 if _exists(name):
-                    os.rename(name, OLD + name)
-                os.rename(NEW + name, name)
+                    os.rename(name, OLD + _flat(name))
+                os.rename(NEW + _flat(name), name)
         elif _exists(name):
-            os.rename(name, OLD + name)
+            os.rename(name, OLD + _flat(name))
 
 
-def _rollback(ops, why):
-    # The old app back, file by file; run again after a power cut, it goes on where it stopped.
+def _rollback(ops, why, buf):
+    # The old app back, file by file and its image; run again after a power cut, it goes on where it
+    # stopped.
     _write(LAST, why.encode())
     _set_phase(b"rollback", ops)
     for op, name, existed in ops:
-        if op == b"del" or existed:
-            if _exists(OLD + name):
+        if op == b"rom":
+            if existed and _exists(OLD + ROM):
+                _write_rom(OLD + ROM, buf)
+                os.remove(OLD + ROM)
+            elif not existed:
+                _write_rom(None, buf)
+        elif op == b"del" or existed:
+            if _exists(OLD + _flat(name)):
                 try:
                     os.remove(name)
                 except OSError:
                     pass
-                os.rename(OLD + name, name)
+                os.rename(OLD + _flat(name), name)
         else:
             _remove(name)
     _remove("crashes.txt")  # the old app's boot-loop guard starts again
@@ -159,23 +270,31 @@ def _rollback(ops, why):
 
 
 def boot():
-    # At start, while ota.state exists (main.py/startup call it before the app loads). Returns True when
-    # the old app was put back.
+    # At start, while ota.state exists, from main.py before any module of the app is imported, and with
+    # /rom unmounted (this module then comes from the filesystem: it may rewrite the partition). Mounts
+    # /rom again. Returns True when the old app was put back.
+    try:
+        return _boot(bytearray(1024))
+    finally:
+        _mount_rom()
+
+
+def _boot(buf):
     phase, ops = _journal()
     w = phase.split()
     if not w:
         _remove(STATE)
         return False
     if w[0] == b"rollback":
-        _rollback(ops, _read(LAST).decode() or "the new app did not start")
+        _rollback(ops, _read(LAST).decode() or "the new app did not start", buf)
         return True
     if w[0] == b"switch":
-        _switch(ops)
+        _switch(ops, buf)
         w = [b"trial", b"0"]
     n = int(w[1]) + 1
     if n > TRIES:
         _rollback(ops, "the new app crashed %d times in a row: the previous app runs again; fix it and deploy "
-                  "again" % TRIES)
+                  "again" % TRIES, buf)
         return True
     _set_phase(b"trial %d" % n, ops)
     print("espblink: new app on trial (start %d of %d); it is kept once it has run 30 s" % (n, TRIES))
@@ -271,16 +390,24 @@ def _unpack(buf, feed):
             if not line:
                 return ops
             w = line.split()
-            name = w[1].decode() if len(w) > 1 else ""
-            if not name or "/" in name or name in (KEY, SEQ, STATE, LAST, IMG, DIR, "..", "."):
-                raise Refused(b"400 Bad Request", "bad file name in the update: %s" % name)
+            if w[0] == b"rom" and len(w) == 2:
+                name = ROM
+                seg = _segment()
+                if seg is None or int(w[1]) > len(seg):
+                    raise Refused(b"507 Insufficient Storage", "this board has no ROMFS partition that big")
+                w.insert(1, b"")
+            else:
+                name = w[1].decode() if len(w) > 1 else ""
+                if not name or name[0] == "/" or ".." in name or "%" in name or name in (KEY, SEQ, STATE, LAST, IMG) or (
+                        name.startswith(DIR) or "/" in name and not name.startswith("lib/")):
+                    raise Refused(b"400 Bad Request", "bad file name in the update: %s" % name)
             if w[0] == b"del" and len(w) == 2:
                 ops.append((b"del", name, True))
                 continue
-            if w[0] != b"put" or len(w) != 3:
+            if w[0] not in (b"put", b"rom") or len(w) != 3:
                 raise Refused(b"400 Bad Request", "malformed update")
             n = int(w[2])
-            with open(NEW + name, "wb") as o:
+            with open(NEW + _flat(name), "wb") as o:
                 while n:
                     if feed:
                         feed()
@@ -289,7 +416,15 @@ def _unpack(buf, feed):
                         raise Refused(b"400 Bad Request", "update shorter than its file sizes")
                     o.write(mv[:k])
                     n -= k
-            ops.append((b"put", name, _exists(name)))
+            if w[0] == b"rom":
+                ops.insert(0, (b"rom", ROM, bool(_image_size(_segment()))))
+            else:
+                if "/" in name:
+                    try:
+                        os.mkdir(name[:name.find("/")])
+                    except OSError:
+                        pass
+                ops.append((b"put", name, _exists(name)))
 
 
 def handle(app, req):
@@ -318,10 +453,11 @@ def update(req, feed=None):
             print("espblink: update refused: SHA-256 mismatch")
             raise Refused(b"400 Bad Request", "the update arrived damaged (SHA-256 mismatch): nothing changed")
         ops = _unpack(buf, feed)
-        _set_phase(b"switch", ops)  # from here a power cut finishes the swap at the next start
-        _switch(ops)
-        _set_phase(b"trial 0", ops)
         _remove(IMG)
+        _set_phase(b"switch", ops)  # from here a power cut finishes the swap at the next start
+        if ops[0][0] != b"rom":  # an image is written at the next start, before its code runs
+            _switch(ops, buf)
+            _set_phase(b"trial 0", ops)
     except Refused as e:
         _remove(IMG)
         sock.write(b"ERR %s %s\n" % (e.args[0], e.args[1]))
@@ -362,17 +498,29 @@ def info(req):
 
     v = sys.implementation._mpy
     mac = network.WLAN(network.STA_IF).config("mac")
-    head = b"id %s\nmpy %d.%d\nseq %s\nkey %s\nstate %s\nlast %s\n" % (
+    seg = _segment()
+    size = _image_size(seg)
+    rom = b"-"
+    if size:
+        d = hashlib.sha256()
+        d.update(seg[:size])
+        rom = _hex(d.digest())
+    head = b"id %s\nmpy %d.%d\nseq %s\nkey %s\nstate %s\nlast %s\nrom %d %s\n" % (
         _hex(mac), v & 0xFF, v >> 8 & 3, _read(SEQ).strip() or b"0", b"yes" if _key() else b"no",
-        _read(STATE).split(b"\n")[0] or b"idle", _read(LAST).replace(b"\n", b" "))
+        _read(STATE).split(b"\n")[0] or b"idle", _read(LAST).replace(b"\n", b" "), len(seg) if seg else 0, rom)
     size = len(head)
     for line in _lines(".deployed"):
         size += 9 + len(line.strip()) + 1
     names = []
-    for n in os.listdir():
-        if os.stat(n)[0] & 0x8000:
-            names.append(n)
-            size += len(n) + 71
+    for p in ("", "lib/"):
+        try:
+            found = os.listdir(p[:-1]) if p else os.listdir()
+        except OSError:
+            found = ()
+        for n in found:
+            if os.stat(p + n)[0] & 0x8000:
+                names.append(p + n)
+                size += len(p + n) + 71
     sock = req.sock
     sock.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
                b"Connection: close\r\nCache-Control: no-store\r\n\r\n" % size)

@@ -24,13 +24,13 @@ from espblink.errors import UserError
 from nodemcu.flash import SIZE
 from sim_support import ESPBLINK, running_sim
 
-# The board's start-up must run the update's boot step before the app loads (startup.py) and count an app
-# that cannot even load as a crash (main.py): without them a swap cut by a power loss is not finished and
-# a failing new app is not replaced.
-HOOKED = "ota.boot()" in (paths.DEVICE / "startup.py").read_text() and "import app\n    except" in (
+# The board's start-up must run the update's boot step before the app loads (boot.py) and count an app that
+# cannot even load as a crash (main.py): without them a swap cut by a power loss is not finished and a
+# failing new app is not replaced.
+HOOKED = "ota.boot()" in (paths.DEVICE / "boot.py").read_text() and "import app\n    except" in (
     paths.DEVICE / "main.py").read_text()
-needs_hooks = pytest.mark.skipif(not HOOKED, reason="device/startup.py and main.py do not call the update's boot "
-                                 "step yet (the patch is in the OTA helper's report)")
+needs_hooks = pytest.mark.skipif(not HOOKED, reason="device/boot.py and main.py do not call the update's boot "
+                                 "step yet (the patch is in /work/brief/README-ota.md)")
 
 
 def espblink(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -60,11 +60,12 @@ def serving(sim, timeout: float = 30) -> None:
 
 @pytest.fixture(scope="module")
 def golden(tmp_path_factory):
-    """A board flashed and deployed over USB (its deploy key set): its flash image, settings and host keys."""
+    """A NodeMCU with the ROMFS partition (every board of 2 MB or more), flashed and deployed over USB (its code
+    in ROMFS, its deploy key set): its flash image, settings and host keys."""
     tmp = tmp_path_factory.mktemp("ota")
     state = tmp / "golden"
     state.mkdir()
-    fw = image.make()
+    fw = image.make(variant="FLASH_2M_ROMFS")
     (state / "flash.bin").write_bytes(fw + b"\xff" * (SIZE - len(fw)))
     settings_path = tmp / "settings.toml"
     settings.create(settings_path)
@@ -72,7 +73,7 @@ def golden(tmp_path_factory):
         sim.booted()
         r = espblink("deploy", "--port", sim.serial, "--settings", str(settings_path))
         assert r.returncode == 0, r.stdout + r.stderr
-        assert "deploy key: a new one" in r.stdout
+        assert "deploy key: a new one" in r.stdout and "code in ROMFS" in r.stdout
     new = tmp / "new.toml"
     new.write_text(settings_path.read_text().replace('name = "red"', 'name = "rot"'))
     keys = ota.load_keys(ota.keys_path(settings_path))
@@ -88,15 +89,9 @@ def copy_board(golden, name: str) -> Path:
     return state
 
 
-# The update code is loaded while it answers: about 9 KB of heap as a file (on a board with the ROMFS partition
-# it runs from flash). With the code as files the app leaves less than that free at the board's 38,912 B, so
-# these boards get room for it.
-HEAP = 48000
-
-
 @pytest.fixture
 def board(golden):
-    with running_sim(copy_board(golden, "one"), heap=HEAP) as sim:
+    with running_sim(copy_board(golden, "one")) as sim:
         serving(sim)
         yield sim
 
@@ -255,7 +250,7 @@ def test_app_crashing_at_import_is_rolled_back(golden, board, tmp_path):
 
 def test_fleet_of_five(golden, tmp_path):
     with ExitStack() as stack:
-        sims = [stack.enter_context(running_sim(copy_board(golden, f"b{i}"), heap=HEAP)) for i in range(5)]
+        sims = [stack.enter_context(running_sim(copy_board(golden, f"b{i}"))) for i in range(5)]
         for sim in sims:
             serving(sim)
         key = golden["key"]

@@ -51,6 +51,8 @@ class BoardInfo:
     last: str
     files: dict[str, str] = field(default_factory=dict)
     deployed: dict[str, str | None] = field(default_factory=dict)
+    romfs: int = 0  # the size of its ROMFS partition; 0: none
+    rom: str = "-"  # the sha256 of the image in it ("-": no valid image)
 
     @property
     def version(self) -> str:
@@ -211,9 +213,11 @@ def parse_info(text: str) -> BoardInfo:
             deployed.update(sync.read_manifest(value))
         else:
             fields[word] = value
+    rom = (fields.get("rom") or "0 -").split()
     return BoardInfo(id=fields.get("id", "?"), mpy=fields.get("mpy", "?"), seq=int(fields.get("seq") or 0),
                      key=fields.get("key") == "yes", state=fields.get("state", "idle"),
-                     last=fields.get("last", "").strip(), files=files, deployed=deployed)
+                     last=fields.get("last", "").strip(), files=files, deployed=deployed, romfs=int(rom[0]),
+                     rom=rom[1] if len(rom) > 1 else "-")
 
 
 def explain(status: int, text: str, url: str, keys_file: Path | None = None) -> str:
@@ -257,9 +261,10 @@ def next_seq(board_seq: int) -> int:
     return max(time.time_ns() // 1000, board_seq + 1)
 
 
-def pack(local: dict[str, bytes], p: sync.Plan) -> bytes:
-    """The update: the files the plan writes (boot.py and main.py last), the new record, then removals."""
-    out = bytearray()
+def pack(local: dict[str, bytes], p: sync.Plan, image: bytes = b"") -> bytes:
+    """The update: the ROMFS image (if it changes), the files the plan writes (boot.py and main.py last), the
+    new record, then removals."""
+    out = bytearray(b"rom %d\n" % len(image) + image if image else b"")
     for name in p.write:
         out += b"put %s %d\n" % (name.encode(), len(local[name])) + local[name]
     if p.manifest:
@@ -349,6 +354,16 @@ def deploy(target: str, settings_path: Path = settings.DEFAULT, replace_settings
         raise UserError(f"no deploy key for board {info.id} in {keys_file}: deploy once over USB (make deploy) "
                         "from this computer to read it")
     local = (builder or sync.build_for_board)(info.mpy, cfg)
+    image = b""
+    if info.romfs:  # as a USB deploy: the modules and pages in one image, the files as the known-good copy
+        files, image = sync.romfs_layout(local)
+        if len(image) > info.romfs:
+            say(f"the code, {len(image)} bytes as a ROMFS image, does not fit the board's {info.romfs // 1024} KB "
+                "ROMFS partition: sent as files instead")
+            image = b""
+        else:
+            local = files
+    new_image = image if image and hashlib.sha256(image).hexdigest() != info.rom else b""
     keep: list[str] = []
     if not replace_settings and sync.edited_on_board(sync.CONFIG, local, info.files, info.deployed):
         keep = [sync.CONFIG]
@@ -356,10 +371,12 @@ def deploy(target: str, settings_path: Path = settings.DEFAULT, replace_settings
             "the differences; --replace-settings overwrites it)")
     on_board = {n: h for n, h in info.files.items() if n not in OWN}  # the update's own files are not the app's
     p = sync.plan(local, on_board, info.deployed, keep=keep)
-    update = pack(local, p) if (p.write or p.remove or p.manifest) else b""
+    update = pack(local, p, new_image) if (p.write or p.remove or p.manifest or new_image) else b""
     r.expected = hashlib.sha256(sync.manifest_text(p.record)).hexdigest()[:8]
     say(f"deploy to {url} over Wi-Fi: {len(p.write)} to write ({p.bytes} bytes), {len(p.remove)} to remove, "
-        f"{len(p.unchanged)} unchanged" + (f", {len(p.kept)} kept ({', '.join(p.kept)})" if p.kept else ""))
+        f"{len(p.unchanged)} unchanged" + (f", {len(p.kept)} kept ({', '.join(p.kept)})" if p.kept else "")
+        + (f"; code in ROMFS ({len(image)} bytes of {info.romfs // 1024} KB{', new' if new_image else ', unchanged'})"
+           if image else "; code as files"))
     if not update:
         r.after, r.ok, r.verdict = info.version, True, "unchanged"
         r.seconds = time.monotonic() - t0
