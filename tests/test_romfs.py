@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from espblink import build, image, settings, sync
+from espblink import build, image, paths, settings, sync
 from nodemcu import runtime
 from nodemcu.board import NodeMCU
 from nodemcu.flash import SIZE
@@ -195,13 +195,17 @@ def power_cycle_until_serving(sim) -> str:  # noqa: ANN001
     return out.decode(errors="replace")
 
 
-def test_deploy_puts_the_code_in_romfs_once_and_mpremote_romfs_query_shows_it(tmp_path):
+def test_make_flash_deploy_puts_the_code_in_romfs_once_and_mpremote_romfs_query_shows_it(tmp_path):
     cfg = tmp_path / "settings.toml"
-    settings.create(cfg)
-    with running_sim(romfs_board(tmp_path)) as sim:
-        out = deploy(sim, cfg)
-        m = re.search(r"code in ROMFS \((\d+) bytes of 320 KB\)\n", out)
-        assert m, out
+    fw = tmp_path / f"ESP8266_GENERIC-{VARIANT}-test.bin"
+    fw.write_bytes(image.make(variant=VARIANT))
+    with running_sim(tmp_path / "fresh") as sim:
+        r = subprocess.run(["make", "--no-print-directory", "-C", str(paths.ROOT), "flash", "deploy",
+                            f"PORT={sim.serial}", f"FIRMWARE={fw}", f"SETTINGS={cfg}"], capture_output=True, text=True,
+                           timeout=400, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        assert r.returncode == 0, r.stdout + r.stderr
+        m = re.search(r"code in ROMFS \((\d+) bytes of 320 KB\)\n", r.stdout)
+        assert m, r.stdout
         size = int(m.group(1))
         assert page_and_leds(sim) == ["blue", "red"]
         r = mpremote(sim, "romfs", "query")
