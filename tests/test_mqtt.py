@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import time
 import tomllib
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from espblink import image, settings
 from mqtt_support import HomeAssistant, broker
+from nodemcu import runtime
+from nodemcu.board import NodeMCU
 from sim_support import ESPBLINK, running_sim
 
 HOME, HOME_KEY = "home", "home key 123"
@@ -149,6 +154,18 @@ def test_every_change_from_the_page_and_api_is_published_once(mq):
     published({"toggle": True}, b"OFF")
     published({"blink_ms": 400}, b"ON")  # blinking is on, however often the LED flips
     published({"blink_ms": 0}, b"OFF")
+    # The FLASH button toggles the first LED, blue.
+    topic = f"{mq.prefix}/blue/state"
+    ha.publish(f"{mq.prefix}/blue/set", "OFF")
+    ha.wait(lambda h: h.last.get(topic) == b"OFF", timeout=5)
+    for want in (b"ON", b"OFF"):
+        n = len(ha.seen)
+        mq.set_pin(0, 0)
+        time.sleep(0.3)
+        mq.set_pin(0, 1)
+        ha.wait(lambda h, want=want: h.last.get(topic) == want, timeout=5, what=f"blue {want!r} from the button")
+        time.sleep(1.2)
+        assert [p for t, p, _ in ha.seen[n:] if t == topic] == [want]
 
 
 def test_home_assistant_restarting_gets_discovery_and_state_again(mq):
@@ -232,6 +249,33 @@ def test_broker_stopped_and_restarted_board_back_online_and_http_answered_throug
     assert get(mq, "api/status")["mqtt"]["state"] == "connected"
 
 
+def test_a_broker_that_never_answers_holds_up_nothing(mq):
+    # Slow or half-dead: it takes the connection and never answers the login. The board gives up after
+    # its connect timeout and tries again later; its page and API answer within 100 ms all along.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    slow = mq.tmp / "slow.toml"
+    shutil.copyfile(mq.settings_path, slow)
+    write_settings(slow, mq.broker, mqtt_port=port)
+    try:
+        deploy(mq, slow)
+        took = []
+        end = time.monotonic() + 12  # two connect timeouts
+        while time.monotonic() < end:
+            t0 = time.monotonic()
+            st = get(mq, "api/status", timeout=2)
+            took.append(time.monotonic() - t0)
+            time.sleep(0.05)
+        assert max(took) < 0.1, sorted(took)[-5:]
+        assert st["mqtt"]["state"] != "connected" and "no answer" in (st["mqtt"]["problem"] or "")
+    finally:
+        silent.close()
+        deploy(mq, mq.settings_path)
+    mq.ha.wait(lambda h: online(h, mq.prefix), timeout=40, what="the board online again")
+
+
 def test_a_renamed_led_has_its_old_config_cleared(mq):
     ha = mq.ha
     ha.wait(lambda h: set(h.configs(mq.id)) == {"blue", "red"}, what="both configs")
@@ -268,44 +312,64 @@ def test_a_wrong_password_is_named_on_the_repl_and_in_status_and_retried_with_ba
     mq.ha.wait(lambda h: online(h, mq.prefix), timeout=40, what="the board online again")
 
 
+@contextmanager
+def more_boards(mq, macs: list[str]) -> Iterator[None]:  # noqa: ANN001
+    """More boards on the same home Wi-Fi and broker: copies of mq's flash (its deploy, its settings), each
+    powered on by the virtual board's launcher with a MAC of its own (the board id comes from it)."""
+    procs, links = [], []
+    try:
+        for i, mac in enumerate(macs):
+            folder = mq.tmp / f"board{i + 2}"
+            folder.mkdir(exist_ok=True)
+            flash = folder / "flash.bin"
+            shutil.copyfile(mq.state_dir / "flash.bin", flash)
+            link = runtime.HwLink(lambda msg: None)
+            hw = {"mac": mac, "flash": str(flash), "flash_size": SIZE, "flash_user_start": NodeMCU.FLASH_USER_START,
+                  "romfs": list(NodeMCU.ROMFS), "sta": {HOME: HOME_KEY}, "sta_delay_ms": 300}
+            ports = {80: runtime.free_port(), 53: runtime.free_port(socket.SOCK_DGRAM)}
+            procs.append(runtime.launch(folder, hw, link, ports, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            links.append(link)
+        yield
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
+        for link in links:
+            link.close()
+
+
+def boards_cli(mq, *args: str) -> subprocess.CompletedProcess:  # noqa: ANN001
+    b = mq.broker
+    return subprocess.run([*ESPBLINK, "boards", "--mqtt", f"{b.host}:{b.port}", "--user", USER, "--password",
+                           PASSWORD, *args], capture_output=True, text=True, timeout=30)
+
+
 def test_five_boards_are_five_devices_and_espblink_boards_lists_them(mq):
-    pytest.skip("needs per-board MACs in the virtual board") if "--mac" not in subprocess.run(
-        [*ESPBLINK, "sim", "--help"], capture_output=True, text=True).stdout else None
     ha = mq.ha
     macs = [f"5c:cf:7f:00:00:{i:02x}" for i in range(1, 5)]
-    folders = []
-    for i, _ in enumerate(macs):
-        f = mq.tmp / f"board{i + 1}"
-        f.mkdir(exist_ok=True)
-        shutil.copyfile(mq.state_dir / "flash.bin", f / "flash.bin")
-        folders.append(f)
-    from contextlib import ExitStack
-
-    with ExitStack() as stack:
-        for f, mac in zip(folders, macs, strict=True):
-            stack.enter_context(running_sim(f, heap=HEAP, extra=[*STA, "--mac", mac]))
-        ids = {mq.id} | {m.replace(":", "") for m in macs}
+    ids = {mq.id} | {m.replace(":", "") for m in macs}
+    with more_boards(mq, macs):
         ha.wait(lambda h: all(online(h, f"espblink/{i}") for i in ids), timeout=60, what="five boards online")
+        ha.wait(lambda h: all(len(h.configs(i)) == 2 for i in ids), timeout=10, what="two lights per board")
         devices = {c["dev"]["ids"][0] for i in ids for c in ha.configs(i).values()}
         assert devices == {f"espblink_{i}" for i in ids}
-        b = mq.broker
-        r = subprocess.run([*ESPBLINK, "boards", "--mqtt", f"{b.host}:{b.port}", "--user", USER,
-                            "--password", PASSWORD, "--json"], capture_output=True, text=True, timeout=30)
+        ha.wait(lambda h: all(f"espblink/{i}/info" in h.retained for i in ids), timeout=10, what="five infos")
+        r = boards_cli(mq, "--json")
         assert r.returncode == 0, r.stderr
         found = json.loads(r.stdout)
         assert {x["id"] for x in found} == ids and all(x["online"] for x in found)
         for x in found:
-            assert set(x["leds"]) == {"blue", "red"} and x["address"] == BOARD_IP and x["heap_free"] > 0
-            assert x["firmware"] and x["version"] and x["uptime_s"] >= 0 and x["name"]
-        r = subprocess.run([*ESPBLINK, "boards", "--mqtt", f"{b.host}:{b.port}", "--user", USER,
-                            "--password", PASSWORD], capture_output=True, text=True, timeout=30)
-        assert r.returncode == 0 and len(r.stdout.strip().splitlines()) == 6, r.stdout + r.stderr
-        assert all(i in r.stdout for i in ids) and r.stdout.count("online") == 5
-    # The four stopped: their wills say offline, and `espblink boards` says so too.
-    r = subprocess.run([*ESPBLINK, "boards", "--mqtt", f"{b.host}:{b.port}", "--user", USER, "--password", PASSWORD,
-                        "--json"], capture_output=True, text=True, timeout=30)
-    found = {x["id"]: x["online"] for x in json.loads(r.stdout)}
-    assert found[mq.id] is True and sum(not v for v in found.values()) == 4
+            assert x["leds"] == {"blue": "OFF", "red": "OFF"} or set(x["leds"]) == {"blue", "red"}
+            assert x["address"] == BOARD_IP and x["heap_free"] > 0 and x["uptime_s"] >= 0
+            assert x["firmware"] == "1.27.0" and x["version"] and x["name"].startswith("espblink-")
+        r = boards_cli(mq)
+        lines = r.stdout.strip().splitlines()
+        assert r.returncode == 0 and len(lines) == 6 and lines[0].split()[:3] == ["ID", "NAME", "STATE"], r.stdout
+        assert all(i in r.stdout for i in ids) and r.stdout.count(" online ") == 5
+    # Four switched off: their wills say offline, and so does `espblink boards`.
+    ha.wait(lambda h: sum(not online(h, f"espblink/{i}") for i in ids) == 4, timeout=10, what="four wills")
+    found = {x["id"]: x["online"] for x in json.loads(boards_cli(mq, "--json").stdout)}
+    assert found == {i: i == mq.id for i in ids}
 
 
 def test_espblink_boards_says_what_is_wrong(tmp_path):
