@@ -58,8 +58,11 @@ def test_make_sim_in_a_fresh_clone_serves_the_page_and_stops_on_ctrl_c(tmp_path)
                                         headers={"Content-Type": "application/json", "X-Espblink": "1"})
         with urllib.request.urlopen(toggle, timeout=10) as r:
             assert json.loads(r.read())["on"] is True
-        state = json.loads((clone / ".sim" / "demo" / "state.json").read_text())
-        assert state["leds"]["blue"] is True  # GPIO2 went low: the LED the page switched is lit
+        state_file = clone / ".sim" / "demo" / "state.json"
+        lit = time.monotonic() + 5
+        while not json.loads(state_file.read_text())["leds"]["blue"] and time.monotonic() < lit:
+            time.sleep(0.05)
+        assert json.loads(state_file.read_text())["leds"]["blue"] is True  # GPIO2 went low: the LED is lit
 
         serial = re.search(r"virtual NodeMCU on (rfc2217://\S+)", out).group(1)
         r = subprocess.run([sys.executable, "-m", "mpremote", "connect", serial, "exec", REPL_CHECK],
