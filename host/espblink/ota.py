@@ -323,6 +323,10 @@ def wait_back(target: str, old: BoardInfo, timeout: float = RESTART_S) -> BoardI
             continue
         if info.state.startswith("trial") or info.last != old.last or info.state == "idle":
             return info
+        if info.state == "switch":
+            raise UserError("the board restarted without putting the update in place: its boot.py has no update "
+                            "step (an app from before updates over Wi-Fi could carry a new ROMFS image); deploy "
+                            "once over USB (make deploy), then over Wi-Fi")
         time.sleep(0.3)
     raise UserError(f"the board did not serve again within {timeout:.0f} s of restarting ({last_error}); if it "
                     "does not come back, power-cycle it: a new app that keeps failing is replaced by the old one "
