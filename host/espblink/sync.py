@@ -395,12 +395,14 @@ def deploy(port: str | None, settings_path: Path = settings.DEFAULT, replace_set
         board_files = info.files
         local = build_for_board(info.mpy, cfg)
         image = b""
+        erase = 0  # bytes of the partition to erase before the files are swapped in
         if info.romfs:
             files, image = romfs_layout(local)
             if len(image) > info.romfs:
                 print(f"the code, {len(image)} bytes as a ROMFS image, does not fit the board's "
                       f"{info.romfs // 1024} KB ROMFS partition: deployed as files instead")
                 image = b""
+                erase = 1  # an earlier image, valid, would still be imported: its header sector erased
             else:
                 local = files
         board_cfg = None if replace_settings else board_settings(t, local, board_files, previous, cfg)
@@ -412,10 +414,12 @@ def deploy(port: str | None, settings_path: Path = settings.DEFAULT, replace_set
         # Files and image switch together: the old image is erased before the new files are swapped in, the
         # new one written after; killed in between, the board runs the files (main.py says why).
         new_image = bool(image) and not romfs_holds(t, image)
+        if new_image:
+            erase = len(image)
         if p.write or p.remove or p.manifest:
-            write(t, local, p, romfs_erase=len(image) if new_image else 0)
-        elif new_image:
-            t.exec(ROMFS_ERASE % len(image))
+            write(t, local, p, romfs_erase=erase)
+        elif erase:
+            t.exec(ROMFS_ERASE % erase)
         if new_image:
             write_romfs(t, image)
         if image:
