@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import time
 import tomllib
 import urllib.error
@@ -21,12 +20,10 @@ import dns.rcode
 import pytest
 
 from conftest import CHROMIUM, CHROMIUM_ARGS, PHONE
-from espblink import image, settings
-from sim_support import ESPBLINK, running_sim
+from sim_support import deployed, running_sim
 
 BOARD_IP = "192.168.4.1"
 HOME, HOME_KEY = "home", "home key 123"
-SIZE = 4 * 1024 * 1024
 CHECKS = [
     "http://connectivitycheck.gstatic.com/generate_204",  # Android
     "http://captive.apple.com/hotspot-detect.html",  # iPhone
@@ -36,21 +33,14 @@ CHECKS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def board(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("portal")
-    state = tmp / "board"
-    state.mkdir()
-    fw = image.make()  # a board as `make flash` leaves it (flashing is tested in test_e2e and test_sim)
-    (state / "flash.bin").write_bytes(fw + b"\xff" * (SIZE - len(fw)))
-    path = tmp / "settings.toml"
-    settings.create(path)
+@pytest.fixture
+def board(tmp_path, tmp_path_factory):
+    """A board of this test's own, as `make flash deploy` leaves it, with a home network in range."""
+    state, path = deployed(tmp_path / "deployed", tmp_path_factory)
     with running_sim(state, extra=["--sta", f"{HOME}={HOME_KEY}", "--sta-delay-ms", "300"]) as sim:
-        r = subprocess.run([*ESPBLINK, "deploy", "--port", sim.serial, "--settings", str(path)],
-                           capture_output=True, text=True, timeout=180)
-        assert r.returncode == 0, r.stdout + r.stderr
         sim.cfg = tomllib.loads(path.read_text())
         sim.dns_port = urlsplit(sim.dns).port
+        answering(sim)
         yield sim
 
 
@@ -80,18 +70,30 @@ def save_settings(board, **changes: object) -> tuple[int, str]:  # noqa: ANN001
         return e.code, e.read().decode()
 
 
-def restarted(board, boots: int, until, timeout: float = 40) -> dict:  # noqa: ANN001
-    """The board's state once it booted again and `until` holds, and its app answers."""
-    s = board.wait_state(lambda s: s["boots"] > boots and s["mode"] == "firmware" and until(s), timeout=timeout)
-    deadline = time.monotonic() + 20
+def answering(board, timeout: float = 20) -> dict:  # noqa: ANN001
+    """/api/status once the board's app answers."""
+    deadline = time.monotonic() + timeout
     while True:
         try:
-            status(board)
-            return s
+            return status(board)
         except OSError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def restarted(board, boots: int, until, timeout: float = 40) -> dict:  # noqa: ANN001
+    """The board's state once it booted again and `until` holds, and its app answers."""
+    s = board.wait_state(lambda s: s["boots"] > boots and s["mode"] == "firmware" and until(s), timeout=timeout)
+    answering(board)
+    return s
+
+
+def joined_home(board, **changes: object) -> dict:  # noqa: ANN001
+    """Home Wi-Fi set from the settings API (with changes), the board restarted and joined to it."""
+    boots = board.state()["boots"]
+    assert save_settings(board, wifi_ssid=HOME, wifi_key=HOME_KEY, **changes)[0] == 200
+    return restarted(board, boots, lambda s: s["wlan"].get("sta", {}).get("status") == 5)
 
 
 @pytest.fixture
@@ -168,7 +170,6 @@ def test_settings_page_names_invalid_fields_and_refuses_a_wrong_password(board, 
 
 
 def test_settings_page_renames_the_access_point_after_a_restart(board, phone):
-    time.sleep(3)  # the previous test's wrong password holds off the next try for 3 s
     boots = board.state()["boots"]
     phone.goto(f"http://{BOARD_IP}/settings")
     phone.locator("#ap_ssid").wait_for(timeout=15000)
@@ -188,22 +189,20 @@ def test_settings_page_renames_the_access_point_after_a_restart(board, phone):
 
 
 def test_home_wifi_with_a_wrong_key_falls_back_to_the_access_point(board):
-    boots = board.state()["boots"]
+    before = board.state()
     t0 = time.monotonic()
     assert save_settings(board, wifi_ssid=HOME, wifi_key="wrong key 99")[0] == 200
-    s = restarted(board, boots, lambda s: s["wlan"].get("ap", {}).get("active")
-                  and s["wlan"]["ap"]["ssid"] == "Kitchen lights"
+    s = restarted(board, before["boots"], lambda s: s["wlan"].get("ap", {}).get("active")
+                  and s["wlan"]["ap"]["ssid"] == before["wlan"]["ap"]["ssid"]
                   and s["wlan"].get("sta", {}).get("status") is not None)
     assert time.monotonic() - t0 < 15 + 10  # the join timeout, plus the restart
     st = status(board)
     assert st["wifi"]["mode"] == "ap" and st["wifi"]["home"] == HOME and st["wifi"]["home_problem"] == "wrong key"
-    assert s["wlan"]["ap"]["ssid"] == "Kitchen lights"
+    assert s["wlan"]["ap"]["ssid"] == before["wlan"]["ap"]["ssid"] and s["wlan"]["ap"]["security"] == 3
 
 
 def test_home_wifi_joined_serves_there_under_the_boards_name(board, phone):
-    boots = board.state()["boots"]
-    assert save_settings(board, wifi_key=HOME_KEY)[0] == 200
-    s = restarted(board, boots, lambda s: s["wlan"].get("sta", {}).get("status") == 5)
+    s = joined_home(board, ap_ssid="Kitchen lights")
     assert s["wlan"]["sta"]["ip"] == "192.168.1.50" and not s["wlan"]["ap"]["active"]
     st = status(board)
     assert st["wifi"] == {"mode": "sta", "ip": "192.168.1.50", "ssid": HOME, "home": HOME, "home_problem": None}
@@ -214,14 +213,18 @@ def test_home_wifi_joined_serves_there_under_the_boards_name(board, phone):
 
 
 def test_a_lost_home_link_brings_the_access_point_back(board):
+    ssid = board.state()["wlan"]["ap"]["ssid"]
+    joined_home(board)
     board.ctl("sta-drop")
-    board.wait_state(lambda s: s["wlan"].get("ap", {}).get("active")
-                     and s["wlan"]["ap"]["ssid"] == "Kitchen lights", timeout=10)
+    board.wait_state(lambda s: s["wlan"].get("ap", {}).get("active") and s["wlan"]["ap"]["ssid"] == ssid, timeout=10)
     st = status(board)
     assert st["wifi"]["mode"] == "ap" and st["wifi"]["home_problem"] == "link lost"
 
 
 def test_after_a_fallback_the_home_network_is_joined_again_in_the_background(board):
+    joined_home(board)
+    board.ctl("sta-drop")
+    board.wait_state(lambda s: s["wlan"].get("ap", {}).get("active"), timeout=10)
     # The network is back in range (the sim drops the link once): the next try, 60 s after the fallback,
     # joins it, and the board's access point goes off again.
     s = board.wait_state(lambda s: s["wlan"].get("sta", {}).get("status") == 5
