@@ -156,7 +156,7 @@ def settings_api(app, req):
         settings.handle(app, req)
     except MemoryError:
         raise server.HttpError(b"503 Service Unavailable", "not enough free memory on the board for the settings "
-                               "page now; try again in a moment", b"Retry-After: 5\r\n")
+                               "page now: try again in a moment, or change settings.toml and run make deploy", b"Retry-After: 5\r\n")
     finally:
         sys.modules.pop("settings", None)
         sys.modules.pop("rules", None)

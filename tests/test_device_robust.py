@@ -9,12 +9,15 @@ import subprocess
 import sys
 import time
 
+from test_device_settings import files_app
+
 from device_support import VALID, run_app
 
 
-def test_1000_mixed_requests_in_40000_bytes_of_heap(tmp_path):
+def test_1000_mixed_requests_at_the_boards_heap_with_code_as_files(tmp_path):
+    # The 1 MB layout (modules imported into the heap) leaves the least room: it must still serve.
     rnd = random.Random(2)
-    with run_app(tmp_path, VALID, heap=40000) as app:
+    with files_app(tmp_path, VALID) as app:
         base = app.get_json("/api/status")["heap_free"]
         gz = {"Accept-Encoding": "gzip"}
         token = app.form_token()
@@ -236,14 +239,14 @@ def test_watchdog_resets_count_as_crashes(tmp_path):
     assert "startup.clear()" in outputs[2]
 
 
-def test_half_sent_requests_held_open_cost_no_answers_in_40000_bytes(tmp_path):
+def test_half_sent_requests_held_open_cost_no_answers_with_code_as_files(tmp_path):
     # More clients than slots stop mid-request (the most a connection keeps on the heap: a parsed
     # head waiting for its body, a buffer nearly full): every other request still gets its answer.
     held = [b"", b"GET /api/leds HTTP/1.1\r\nHost: 192.168.4.1\r\n",
             b"POST /api/leds/blue HTTP/1.1\r\nHost: 192.168.4.1\r\nX-Espblink: 1\r\nContent-Type: application/json"
             b"\r\nContent-Length: 16\r\n\r\n{\"tog",
             b"GET /api/leds HTTP/1.1\r\nX-Big: " + b"a" * 900, b"GET /\r\n", b"GET /api/leds HTTP/1.1"]
-    with run_app(tmp_path, VALID, heap=40000) as app:
+    with files_app(tmp_path, VALID) as app:
         base = app.get_json("/api/status")["heap_free"]
         for _round in range(3):
             socks = [socket.create_connection(("127.0.0.1", app.port)) for _ in held]

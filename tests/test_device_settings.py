@@ -8,7 +8,6 @@ its code in ROMFS (the FLASH_2M_ROMFS build deploy writes there: code runs from 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,10 +17,8 @@ from typing import Any
 
 import pytest
 
-from device_support import VALID, App, run_app
-from espblink import build, runner, sync
+from device_support import ESPBLINK, VALID, App, run_app
 from nodemcu import runtime
-from nodemcu.board import NodeMCU
 
 ADMIN = "open sesame 42"
 CONFIG = {**VALID, "admin_password": ADMIN, "wifi_ssid": "home", "wifi_key": "home key 123"}
@@ -33,34 +30,19 @@ def post_settings(app, body: dict, headers: dict | None = None) -> tuple[int, st
     status, _, out = app.request("POST", "/api/settings", json.dumps(body), headers or API)
     return status, out.decode()
 
-HEAP = NodeMCU.HEAP
-
-
 @contextmanager
-def romfs_app(tmp: Path, config: dict[str, Any]) -> Iterator[App]:
-    """The app as deploy leaves a NodeMCU of 2 MB or more: modules and pages in a ROMFS image in the flash
-    image's partition (mounted at /rom, first on sys.path), config.json and the known-good copy (lib/) on the
-    filesystem, for which the folder stands. The launcher's environment as nodemcu.runtime.launch makes it
-    (which sets the partition only with a whole flash image: `espblink run` has no ROMFS option yet)."""
-    device = {f.name: f.read_bytes() for f in build.build(out=tmp / "build").iterdir()}
-    files, image = sync.romfs_layout({**device, "config.json": json.dumps(config).encode()})
-    at, size = NodeMCU.ROMFS
-    flash = tmp / "flash.bin"
-    flash.write_bytes(b"\xff" * at + image.ljust(size, b"\xff"))
+def files_app(tmp: Path, config: dict[str, Any]) -> Iterator[App]:
+    """`espblink run --files`: the 1 MB layout, the modules as .mpy files (imported into the heap)."""
     fs = tmp / "fs"
-    for name, data in files.items():
-        (fs / name).parent.mkdir(parents=True, exist_ok=True)
-        (fs / name).write_bytes(data)
+    fs.mkdir()
+    (fs / "config.json").write_text(json.dumps(config))
     port = runtime.free_port()
-    b = runtime.build()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MICROPY", "ESPBLINK_"))}
-    env.update(ESPBLINK_HW=json.dumps({"mac": NodeMCU.MAC, "romfs": [at, size]}), ESPBLINK_ROMFS=f"{flash}:{at}:{size}",
-               ESPBLINK_PORTMAP=f"80={port},53=0", MICROPYPATH=".frozen", LD_PRELOAD=str(b.portmap))
-    proc = subprocess.Popen([str(b.exe), "-X", f"heapsize={HEAP}", "-c", "import launch"], cwd=fs, env=env,
+    proc = subprocess.Popen([*ESPBLINK, "run", "--files", "--http-port", str(port), "--dir", str(fs)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    app = App(proc, port, fs)
     try:
-        assert runner.wait_listening(port, proc, time.monotonic() + 20), proc.communicate(timeout=5)[0]
-        yield App(proc, port, fs)
+        app.wait_for(app.url, timeout=30)
+        yield app
     finally:
         proc.terminate()
         try:
@@ -72,7 +54,7 @@ def romfs_app(tmp: Path, config: dict[str, Any]) -> Iterator[App]:
 
 @pytest.fixture
 def app(tmp_path):
-    with romfs_app(tmp_path, CONFIG) as a:
+    with run_app(tmp_path, CONFIG) as a:  # code in ROMFS, as on a NodeMCU of 2 MB or more
         yield a
 
 
@@ -135,7 +117,7 @@ def test_a_valid_change_is_written_whole_and_the_board_restarts(app):
 
 
 def test_settings_page_is_off_without_an_admin_password(tmp_path):
-    with romfs_app(tmp_path, VALID) as app:
+    with run_app(tmp_path, VALID) as app:
         assert app.get_json("/api/settings")["admin"] is False
         status, body = post_settings(app, {"admin": "", "ap_ssid": "x"})
         assert status == 403 and "settings page is off" in body and "admin_password" in body
@@ -143,7 +125,7 @@ def test_settings_page_is_off_without_an_admin_password(tmp_path):
 
 def test_code_as_files_has_no_heap_to_save_says_so_and_goes_on(tmp_path):
     # A 1 MB board keeps its code as .mpy files, copied into the heap when imported: no room for the rules.
-    with run_app(tmp_path, CONFIG) as app:
+    with files_app(tmp_path, CONFIG) as app:
         before = (app.fs / "config.json").read_bytes()
         status, headers, body = app.request("POST", "/api/settings", json.dumps({"admin": ADMIN, "ap_ssid": "x"}),
                                             API)
