@@ -302,7 +302,8 @@ class App:
 
                 self.mqtt = mqtt.MQTT(self.cfg, self.lights, self.srv.add, self.unserve, VERSION, self.changed)
             except MemoryError:
-                sys.modules.pop("mqtt", None)
+                for m in ("mqtt", "umqtt.simple", "umqtt"):
+                    sys.modules.pop(m, None)
                 print("espblink: MQTT off: not enough free heap (it needs the code in ROMFS: 2 MB flash and up)")
         print("espblink: serving http://%s/ on Wi-Fi %s" % (ip, ssid))
         gc.collect()

@@ -67,7 +67,14 @@ class MQTT:
         self.shown = bytearray(len(lights))  # per LED: the state last published (0 off, 1 on, 2 not yet)
 
     def tick(self):
-        # From the app's loop: connects, pings, publishes what changed.
+        # From the app's loop: connects, pings, publishes what changed. A heap too full for a packet costs
+        # the connection, never the app.
+        try:
+            self._tick()
+        except MemoryError:
+            self._lost("not enough free heap")
+
+    def _tick(self):
         now = time.ticks_ms()
         st = self.state
         if st == _UP:
@@ -229,6 +236,12 @@ class MQTT:
             return False
 
     def _read(self):
+        try:
+            self._take()
+        except MemoryError:
+            self._lost("not enough free heap")
+
+    def _take(self):
         # The socket is readable (or closed): what arrived is added to the buffer and every whole packet
         # in it handled.
         s = self.sock
