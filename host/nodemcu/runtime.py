@@ -34,7 +34,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 VARIANT = HERE / "esp8266"
 ROOT = HERE.parents[1]  # the checkout: build/ and ../shared/ are found from here
-CACHE = ROOT / "build" / "micropython"
+CACHE = Path(os.environ.get("ESPBLINK_MICROPYTHON_CACHE") or ROOT / "build" / "micropython")  # builds, by key
 RELEASE = "1.27.0"
 TARBALL = f"micropython-{RELEASE}-src.tar.xz"
 # Where the release's source is looked for, first found wins.
