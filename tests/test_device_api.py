@@ -13,6 +13,7 @@ DEVICE_MODULES = {p.stem for p in paths.DEVICE.glob("*.py")}
 
 
 def stub_tree(module: str) -> ast.Module | None:
+    module = module.replace(".", "/")  # umqtt.simple: umqtt/simple.pyi
     for p in (STUBS / f"{module}.pyi", STUBS / module / "__init__.pyi", STUBS / "stdlib" / f"{module}.pyi",
               STUBS / "stdlib" / module / "__init__.pyi"):
         if p.exists():
@@ -123,10 +124,17 @@ def missing_names(source: str, filename: str) -> list[str]:
     return problems
 
 
+# Names the v1.27.0 firmware has that the stubs leave out, each seen in its source (../shared/micropython).
+NOT_IN_STUBS = {
+    "umqtt.simple.MQTTClient.sock",  # set in MQTTClient.__init__ (micropython-lib umqtt.simple/umqtt/simple.py)
+    "vfs.VfsRom",  # extmod/modvfs.c with MICROPY_VFS_ROM, which the FLASH_2M_ROMFS build has
+}
+
+
 def test_device_code_uses_only_esp8266_names():
     problems = []
     for p in sorted(paths.DEVICE.glob("*.py")):
-        problems += missing_names(p.read_text(), p.name)
+        problems += [m for m in missing_names(p.read_text(), p.name) if m.split(": ")[-1] not in NOT_IN_STUBS]
     assert problems == []
 
 
