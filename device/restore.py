@@ -7,7 +7,8 @@
 # elsewhere every 100 erases. Were every erase to fall on one sector, toggling non-stop at the 5 s cap
 # would wear it out in 100,000 * 30 * 5 s = 174 days; at 50 toggles a day, in 160 years. littlefs
 # replaces a file only when it is closed, so a power cut while it is written loses that change, never an
-# older one, and the settings (config.json) are never written here.
+# older one, and the settings (config.json) are never written here. (FAT, left by older firmware, makes no
+# such promise: a torn file costs only the LEDs it no longer names, load() skips what it cannot read.)
 import leds
 
 STATE = "leds.txt"  # one line per LED: "name on blink_ms"
