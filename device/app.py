@@ -77,6 +77,8 @@ def state(app, req):
         app.mqtt.write_json(w)
     else:
         w(b'{"state":"off","problem":"not enough free heap"}' if app.cfg["mqtt_host"] else b"null")
+    w(b',"update_rolled_back":')  # why the last update over Wi-Fi was undone, until the next deploy
+    w(app.rolled_back)
     w(b"}")
     server.send_built(req, b"200 OK", server.JSON)
 
@@ -283,6 +285,11 @@ class App:
             self.trial = bool(os.stat("ota.state"))
         except OSError:
             self.trial = False
+        try:
+            with open("ota.last") as f:
+                self.rolled_back = json.dumps(f.read()).encode()
+        except OSError:
+            self.rolled_back = b"null"
         # The server's buffers first, while the heap is in one piece.
         self.srv = server.Server(self.handle, port, b"/api/settings", _SETTINGS_BODY)
         self.lights = leds.make(self.cfg["leds"])
@@ -302,8 +309,7 @@ class App:
 
                 self.mqtt = mqtt.MQTT(self.cfg, self.lights, self.srv.add, self.unserve, VERSION, self.changed)
             except MemoryError:
-                for m in ("mqtt", "umqtt.simple", "umqtt"):
-                    sys.modules.pop(m, None)
+                sys.modules.pop("mqtt", None)
                 print("espblink: MQTT off: not enough free heap (it needs the code in ROMFS: 2 MB flash and up)")
         print("espblink: serving http://%s/ on Wi-Fi %s" % (ip, ssid))
         gc.collect()

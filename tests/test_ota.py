@@ -242,10 +242,12 @@ def test_app_crashing_at_import_is_rolled_back(golden, board, tmp_path):
         ota.deploy(board.http, golden["new"], builder=builder)
     assert leds(board) == ["blue", "red"]
     assert "crashed 3 times" in ota.get_info(board.http).last
+    assert "crashed 3 times" in status(board)["update_rolled_back"]
     r = espblink("deploy", "--ota", board.http, "--settings", str(golden["new"]))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "rolled back its last update" in r.stdout
     assert leds(board) == ["blue", "rot"]
+    assert status(board)["update_rolled_back"] is None
 
 
 def test_fleet_of_five(golden, tmp_path):
