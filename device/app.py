@@ -16,6 +16,10 @@ _BUTTON_MS = const(40)  # the FLASH button is read this often; a level must hold
 _LONG_MS = const(3000)  # a press this long shows the access point's name and key
 _SAVE_MS = const(5000)  # restore "last": at most one write of the LEDs' state per this long (restore.py)
 _SETTINGS_BODY = const(768)  # the settings page's JSON at its longest
+# Free heap MQTT needs before it loads: about 4 KB for itself with the code in ROMFS, the rest for the
+# requests. As .mpy files it takes 9 KB, more than a board has (a failed import would leave the heap in
+# pieces).
+_MQTT_HEAP = const(8000)
 VERSION = "0.1.0"  # the app's (pyproject.toml's): Home Assistant shows it
 CAUSES = "power-on,watchdog,exception,soft watchdog,soft reset,deep sleep,hard reset"  # by machine.reset_cause()
 
@@ -304,7 +308,10 @@ class App:
         names = dns.DNS(self.wifi.ap.ifconfig()[0], buf=server.scratch)
         self.srv.add(names.sock, names.handle)
         if self.cfg["mqtt_host"]:
+            gc.collect()
             try:
+                if gc.mem_free() < _MQTT_HEAP:
+                    raise MemoryError
                 import mqtt  # only when set: it costs heap
 
                 self.mqtt = mqtt.MQTT(self.cfg, self.lights, self.srv.add, self.unserve, VERSION, self.changed)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from device_support import VALID, App
 from espblink import image, settings
 from mqtt_support import HomeAssistant, broker
 from nodemcu import runtime
@@ -387,3 +388,24 @@ def test_espblink_boards_says_what_is_wrong(tmp_path):
         r = subprocess.run([*ESPBLINK, "boards", "--mqtt", f"{b.host}:{b.port}", "--user", USER, "--password",
                             PASSWORD], capture_output=True, text=True, timeout=30)
         assert r.returncode == 0 and "no espblink board" in r.stdout
+
+
+def test_a_board_without_the_heap_for_mqtt_says_so_and_goes_on_serving(tmp_path):
+    # The code as .mpy files (a 1 MB board): MQTT's code does not fit next to the app's at 38,912 B.
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    (fs / "config.json").write_text(json.dumps({**VALID, "mqtt_host": "127.0.0.1", "mqtt_port": 1}))
+    port = runtime.free_port()
+    proc = subprocess.Popen([*ESPBLINK, "run", "--files", "--http-port", str(port), "--dir", str(fs)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    app = App(proc, port, fs)
+    try:
+        app.wait_for(app.url, timeout=30)
+        app.wait_for("MQTT off: not enough free heap (it needs the code in ROMFS: 2 MB flash and up)")
+        for _ in range(20):
+            assert app.get_json("/api/status")["mqtt"] == {"state": "off", "problem": "not enough free heap"}
+        assert app.post_json("/api/leds/blue", {"on": True})[0] == 200
+        assert "crashed" not in app.output()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
