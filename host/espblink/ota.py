@@ -309,7 +309,7 @@ def send_update(target: str, key: bytes, seq: int, update: bytes,
     raise UserError(f"the board at {url} gave no verdict (cut off?): it keeps its old app; try again")
 
 
-def wait_back(target: str, old: BoardInfo, timeout: float = RESTART_S) -> BoardInfo:
+def wait_back(target: str, timeout: float = RESTART_S) -> BoardInfo:
     """After the board restarted: its info once it serves again with the new app on trial, or rolled back."""
     deadline = time.monotonic() + timeout
     time.sleep(0.3)
@@ -321,7 +321,7 @@ def wait_back(target: str, old: BoardInfo, timeout: float = RESTART_S) -> BoardI
             last_error = str(e)
             time.sleep(0.3)
             continue
-        if info.state.startswith("trial") or info.last != old.last or info.state == "idle":
+        if info.state.startswith("trial") or info.last or info.state == "idle":  # (the update cleared "last")
             return info
         if info.state == "switch":
             raise UserError("the board restarted without putting the update in place: its boot.py has no update "
@@ -402,9 +402,9 @@ def deploy(target: str, settings_path: Path = settings.DEFAULT, replace_settings
     r.sent = len(update)
     r.seconds = time.monotonic() - t0
     say(f"the board: {verdict}")
-    after = wait_back(target, info)
+    after = wait_back(target)
     r.after = after.version
-    if after.last and after.last != info.last:
+    if after.last:
         r.verdict = f"rolled back: {after.last}"
         raise UserError(f"the new app failed on the board and it went back to the previous one by itself: "
                         f"{after.last}")
