@@ -8,11 +8,13 @@ import json
 import re
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
-from device_support import VALID, run_app
+from device_support import ESPBLINK, VALID, run_app
 from espblink import rules
+from sim_support import deployed, running_sim
 
 GZ = {"Accept-Encoding": "gzip"}
 
@@ -183,3 +185,28 @@ def test_flash_button_toggles_the_first_led_and_a_long_press_shows_the_key(tmp_p
         out = proc.communicate(timeout=10)[0]
         link.close()
     assert "espblink: access point espblink-test, key correct horse battery" in out, out[-2000:]
+
+
+def test_sim_ctl_pin_0_presses_the_flash_button_of_a_deployed_board(tmp_path_factory):
+    # On the virtual NodeMCU as `make flash deploy` leaves it, through the command a user types.
+    state, _ = deployed(tmp_path_factory.mktemp("button"), tmp_path_factory)
+    with running_sim(state) as board:
+        board.serving()
+
+        def ctl(level: str) -> None:
+            r = subprocess.run([*ESPBLINK, "sim", "ctl", "--state", str(state), "pin", "0", level],
+                               capture_output=True, text=True, timeout=30)
+            assert r.returncode == 0, r.stdout + r.stderr
+
+        def blue() -> bool:
+            with urllib.request.urlopen(board.http + "api/state", timeout=5) as r:
+                return json.loads(r.read())["leds"][0]["on"]
+
+        assert blue() is False
+        ctl("0")
+        time.sleep(0.3)
+        ctl("1")
+        deadline = time.monotonic() + 5
+        while not blue() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert blue() is True  # what the page shows at its next refresh
