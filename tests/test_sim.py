@@ -1,9 +1,9 @@
 """The virtual NodeMCU, driven by stock esptool and mpremote as subprocesses (nothing of theirs mocked).
 
-One board for the module, in order: erased, ROM and stub commands, a broken image, a realistic image,
-MicroPython with its filesystem in flash, resets, Wi-Fi, and erase-flash last. Every esptool run costs
-seconds (pyserial's RFC 2217 client renegotiates the port on each of esptool's timeout changes), so the
-flash tests use small files, and one 600 KB image.
+Each test has a board of its own: an erased one for the ROM and esptool, or one whose flash already holds
+the firmware (written into its flash file: flashing is what the esptool tests here check) for MicroPython,
+its filesystem, resets and Wi-Fi. Every esptool run costs seconds (pyserial's RFC 2217 client renegotiates
+the port on each of esptool's timeout changes), so the flash tests use small files, and one 600 KB image.
 """
 
 from __future__ import annotations
@@ -12,13 +12,17 @@ import os
 import random
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 import serial
 
 from espblink import image
+from nodemcu import runtime
+from nodemcu.board import NodeMCU
+from nodemcu.flash import SIZE
 from nodemcu.rom import slip_encode
-from sim_support import ESPBLINK, esptool, firmware_file, mpremote, running_sim
+from sim_support import ESPBLINK, esptool, firmware_file, flashed, mpremote, running_sim
 
 # boot.py and main.py that leave a trace in a file, so a test sees which of them ran after a reset.
 BOOT_PY = "with open('log.txt', 'a') as f:\n    f.write('b')\n"
@@ -28,9 +32,18 @@ with open('log.txt', 'a') as f:
 """
 
 
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory):
-    with running_sim(tmp_path_factory.mktemp("board"), extra=["--sta", "home=secret123", "--sta-delay-ms", "300"]) as s:
+@pytest.fixture
+def sim(tmp_path):
+    """A board that was never flashed: its ROM, and esptool."""
+    with running_sim(tmp_path / "board") as s:
+        yield s
+
+
+@pytest.fixture
+def board(tmp_path):
+    """A board with MicroPython in its flash, booted once (its filesystem formatted), at its REPL."""
+    with running_sim(flashed(tmp_path / "board"), extra=["--sta", "home=secret123", "--sta-delay-ms", "300"]) as s:
+        s.booted()
         yield s
 
 
@@ -122,26 +135,27 @@ def test_write_verify_read_flash_round_trip_of_a_realistic_image(sim, tmp_path):
     sim.wait_state(lambda s: s["mode"] == "firmware")
 
 
-def test_boots_micropython_and_mpremote_works(sim, tmp_path):
-    sim.power_cycle()
-    sim.booted()
-    r = mpremote(sim, "exec", "import sys; print(sys.implementation.name, 6*7)")
+def test_boots_micropython_and_mpremote_works(board, tmp_path):
+    r = mpremote(board, "exec", "import sys; print(sys.implementation.name, 6*7)")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "micropython 42" in r.stdout
-    r = mpremote(sim, "fs", "ls")
+    r = mpremote(board, "fs", "ls")
     assert "boot.py" in r.stdout  # the port's first boot formatted the filesystem and wrote boot.py
     f = tmp_path / "hello.py"
     f.write_text("print('hello from flash')\n")
-    r = mpremote(sim, "fs", "cp", str(f), ":hello.py", "+", "exec", "import hello")
+    r = mpremote(board, "fs", "cp", str(f), ":hello.py", "+", "exec", "import hello")
     assert r.returncode == 0 and "hello from flash" in r.stdout, r.stdout + r.stderr
 
 
-def test_files_live_in_the_flash_image_and_survive_power_cycles(sim):
-    sim.power_cycle()
-    sim.booted()
-    r = mpremote(sim, "fs", "cat", "hello.py")
-    assert "hello from flash" in r.stdout
-    flash = (sim.state_dir / "flash.bin").read_bytes()
+def test_files_live_in_the_flash_image_and_survive_power_cycles(board, tmp_path):
+    f = tmp_path / "hello.py"
+    f.write_text("print('hello from flash')\n")
+    assert mpremote(board, "fs", "cp", str(f), ":hello.py").returncode == 0
+    board.power_cycle()
+    board.booted()
+    r = mpremote(board, "fs", "cat", "hello.py")
+    assert "hello from flash" in r.stdout, r.stdout + r.stderr
+    flash = (board.state_dir / "flash.bin").read_bytes()
     assert b"print('hello from flash')" in flash[0x100000:]
 
 
@@ -152,69 +166,70 @@ def boot_log(sim) -> str:
     return r.stdout.strip()
 
 
-def test_which_resets_run_boot_py_and_main_py(sim, tmp_path):
+def test_which_resets_run_boot_py_and_main_py(board, tmp_path):
     (tmp_path / "boot.py").write_text(BOOT_PY)
     (tmp_path / "main.py").write_text(MAIN_PY)
-    r = mpremote(sim, "fs", "cp", str(tmp_path / "boot.py"), str(tmp_path / "main.py"), ":", "+",
+    r = mpremote(board, "fs", "cp", str(tmp_path / "boot.py"), str(tmp_path / "main.py"), ":", "+",
                  "exec", "open('log.txt', 'w').close()")
     assert r.returncode == 0, r.stdout + r.stderr
     # mpremote's soft-reset comes from the raw REPL: boot.py only
-    assert mpremote(sim, "resume", "soft-reset").returncode == 0
-    assert boot_log(sim) == "b"
+    assert mpremote(board, "resume", "soft-reset").returncode == 0
+    assert boot_log(board) == "b"
     # Ctrl-D at the friendly REPL: "MPY: soft reboot", boot.py and main.py
-    out = sim.uart(2.0, send=b"\r\x03\x04")
+    out = board.uart(2.0, send=b"\r\x03\x04")
     assert b"MPY: soft reboot" in out
-    sim.booted()
-    assert boot_log(sim) == "bm1"
+    board.booted()
+    assert boot_log(board) == "bm1"
     # machine.reset() is a hard reset: boot.py and main.py
-    boots = sim.state()["boots"]
-    mpremote(sim, "resume", "exec", "--no-follow", "import machine; machine.reset()")
-    sim.wait_state(lambda s: s["boots"] > boots and s["repl"])
-    assert boot_log(sim) == "bm1"
+    boots = board.state()["boots"]
+    mpremote(board, "resume", "exec", "--no-follow", "import machine; machine.reset()")
+    board.wait_state(lambda s: s["boots"] > boots and s["repl"])
+    assert boot_log(board) == "bm1"
     # the FLASH button pressed just after a reset: main.py sees GPIO0 low (an app's safe mode)
-    sim.reset(hold_flash=True)
-    sim.booted()
-    assert boot_log(sim) == "bm0"
-    sim.set_pin(0, 1)
-    sim.power_cycle()
-    sim.booted()
-    assert boot_log(sim) == "bm1"
+    board.reset(hold_flash=True)
+    board.booted()
+    assert boot_log(board) == "bm0"
+    board.set_pin(0, 1)
+    board.power_cycle()
+    board.booted()
+    assert boot_log(board) == "bm1"
 
 
-def test_ctrl_c_interrupts_main_py(sim, tmp_path):
+def test_ctrl_c_interrupts_main_py(board, tmp_path):
     (tmp_path / "main.py").write_text("import time\nprint('main.py running')\nwhile True:\n    time.sleep_ms(50)\n")
-    assert mpremote(sim, "fs", "cp", str(tmp_path / "main.py"), ":main.py").returncode == 0
-    out = sim.uart(20, action=sim.power_cycle, until=b"main.py running")
+    assert mpremote(board, "fs", "cp", str(tmp_path / "main.py"), ":main.py").returncode == 0
+    out = board.uart(20, action=board.power_cycle, until=b"main.py running")
     assert b"main.py running" in out
-    out = sim.uart(5, send=b"\x03", until=b">>> ", drain=False)
+    out = board.uart(5, send=b"\x03", until=b">>> ", drain=False)
     assert b"KeyboardInterrupt" in out and b">>> " in out
-    sim.booted()  # the start-up carried on to the REPL
-    out = sim.uart(1.0, send=b"print(7*6)\r")
+    board.booted()  # the start-up carried on to the REPL
+    out = board.uart(1.0, send=b"print(7*6)\r")
     assert b"42" in out
     # Typing into a busy board fills its input; what does not fit is lost, and the board stays responsive.
-    sim.power_cycle()
-    sim.uart(0.5, send=b"x" * 65536)
-    assert sim.power_cycle()["mode"] == "firmware"
-    assert mpremote(sim, "rm", ":main.py").returncode == 0
+    board.power_cycle()
+    board.uart(0.5, send=b"x" * 65536)
+    assert board.power_cycle()["mode"] == "firmware"
+    assert mpremote(board, "rm", ":main.py").returncode == 0
 
 
-def test_gpio_levels_and_a_starved_watchdog_reset(sim):
-    start = len(sim.console)
-    boots = sim.state()["boots"]
-    r = mpremote(sim, "exec", "import machine; machine.Pin(2, machine.Pin.OUT).off()")
+def test_gpio_levels_and_a_starved_watchdog_reset(board):
+    start = len(board.console)
+    boots = board.state()["boots"]
+    r = mpremote(board, "exec", "import machine; machine.Pin(2, machine.Pin.OUT).off()")
     assert r.returncode == 0, r.stdout + r.stderr
-    s = sim.wait_state(lambda s: s["gpio"].get("2", {}).get("level") == 0)
+    s = board.wait_state(lambda s: s["gpio"].get("2", {}).get("level") == 0)
     assert s["leds"]["blue"] is True
-    sim.wait_console("GPIO2 low: blue LED on", start=start)
+    board.wait_console("GPIO2 low: blue LED on", start=start)
     # An input pin set from outside, as a button would.
-    sim.set_pin(4, 0)
-    r = mpremote(sim, "exec", "import machine; print('level', machine.Pin(4, machine.Pin.IN).value())")
+    board.set_pin(4, 0)
+    r = mpremote(board, "exec", "import machine; print('level', machine.Pin(4, machine.Pin.IN).value())")
     assert "level 0" in r.stdout, r.stdout + r.stderr
     # Start the watchdog and never feed it: the board resets itself after a few seconds.
-    r = mpremote(sim, "exec", "--no-follow", "import machine, time\nw = machine.WDT()\nwhile True: time.sleep_ms(100)")
+    r = mpremote(board, "exec", "--no-follow",
+                 "import machine, time\nw = machine.WDT()\nwhile True: time.sleep_ms(100)")
     assert r.returncode == 0, r.stdout + r.stderr
-    sim.wait_state(lambda s: s["boots"] > boots and s["mode"] == "firmware", timeout=20)
-    sim.wait_console("watchdog", start=start)
+    board.wait_state(lambda s: s["boots"] > boots and s["mode"] == "firmware", timeout=20)
+    board.wait_console("watchdog", start=start)
 
 
 STA_JOIN = """import network, time
@@ -229,15 +244,15 @@ print('status', w.status(), w.isconnected())
 """
 
 
-def test_station_joins_only_a_network_in_range_with_its_key(sim):
-    r = mpremote(sim, "exec", STA_JOIN % "wrong-key")
+def test_station_joins_only_a_network_in_range_with_its_key(board):
+    r = mpremote(board, "exec", STA_JOIN % "wrong-key")
     assert "status 2 False" in r.stdout, r.stdout + r.stderr  # STAT_WRONG_PASSWORD
-    r = mpremote(sim, "exec", STA_JOIN % "secret123")
+    r = mpremote(board, "exec", STA_JOIN % "secret123")
     assert "status 5 True" in r.stdout, r.stdout + r.stderr  # STAT_GOT_IP
-    s = sim.wait_state(lambda s: s["wlan"].get("sta", {}).get("status") == 5)
+    s = board.wait_state(lambda s: s["wlan"].get("sta", {}).get("status") == 5)
     assert s["wlan"]["sta"]["ssid"] == "home"
-    sim.ctl("sta-drop")  # the home network goes away
-    r = mpremote(sim, "resume", "exec", "import network; print('up', network.WLAN(network.STA_IF).isconnected())")
+    board.ctl("sta-drop")  # the home network goes away
+    r = mpremote(board, "resume", "exec", "import network; print('up', network.WLAN(network.STA_IF).isconnected())")
     assert "up False" in r.stdout, r.stdout + r.stderr
 
 
@@ -255,12 +270,12 @@ def test_ctl_command_line(sim):
     assert r.returncode == 2 and "no virtual board is running" in r.stderr
 
 
-def test_erase_flash_wipes_firmware_and_files(sim):
-    r = esptool(sim, "erase-flash")
+def test_erase_flash_wipes_firmware_and_files(board):
+    r = esptool(board, "erase-flash")
     assert r.returncode == 0, r.stdout + r.stderr
-    s = sim.wait_state(lambda s: s["mode"] in ("halted", "firmware"))
+    s = board.wait_state(lambda s: s["mode"] in ("halted", "firmware"))
     assert s["mode"] == "halted"
-    assert set((sim.state_dir / "flash.bin").read_bytes()) == {0xFF}
+    assert set((board.state_dir / "flash.bin").read_bytes()) == {0xFF}
 
 
 def processes_in(folder) -> list[str]:
@@ -275,10 +290,7 @@ def processes_in(folder) -> list[str]:
 
 
 def test_the_state_folder_keeps_the_flash_between_runs_and_ctrl_c_stops_cleanly(tmp_path):
-    flash = bytearray(b"\xff" * 4 * 1024 * 1024)  # a board flashed earlier (esptool's part is tested above)
-    fw = image.make(size=64 * 1024)
-    flash[:len(fw)] = fw
-    (tmp_path / "flash.bin").write_bytes(bytes(flash))
+    flashed(tmp_path, image.make(size=64 * 1024))  # a board flashed earlier (esptool's part is tested above)
     with running_sim(tmp_path) as sim:
         r = mpremote(sim, "exec", "with open('kept.txt', 'w') as f: f.write('still here')")
         assert r.returncode == 0, r.stdout + r.stderr
@@ -290,3 +302,46 @@ def test_the_state_folder_keeps_the_flash_between_runs_and_ctrl_c_stops_cleanly(
     with running_sim(tmp_path) as sim:
         r = mpremote(sim, "fs", "cat", "kept.txt")
         assert "still here" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_relative_state_folder_works(tmp_path):
+    # As a user types it: `espblink sim --state rel/dir` from their own folder.
+    flashed(tmp_path / "rel" / "dir")
+    with running_sim(Path("rel", "dir"), cwd=tmp_path) as sim:
+        assert sim.state_path == tmp_path / "rel" / "dir" / "state.json"
+        sim.booted()
+        r = mpremote(sim, "exec", "print(6*7)")
+        assert r.returncode == 0 and "42" in r.stdout, r.stdout + r.stderr
+        r = subprocess.run([*ESPBLINK, "sim", "ctl", "--state", "rel/dir", "state"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and '"mode": "firmware"' in r.stdout, r.stdout + r.stderr
+        assert processes_in(tmp_path / "rel" / "dir")  # its MicroPython runs in the folder it was given
+
+
+MKFS_FAT = """import esp, vfs
+vfs.umount('/')
+from flashbdev import bdev
+vfs.VfsFat.mkfs(bdev)
+vfs.mount(vfs.VfsFat(bdev), '/')
+with open('/old.txt', 'w') as f:
+    f.write('from an older board')
+vfs.umount('/')
+print('formatted FAT')
+"""
+
+
+def test_a_fat_filesystem_from_an_older_board_still_mounts(tmp_path):
+    # Firmware before littlefs formatted FAT: the board's own MicroPython makes one, as an older board has.
+    state = flashed(tmp_path / "board")
+    (tmp_path / "mkfs.py").write_text(MKFS_FAT)
+    hw = {"flash": str(state / "flash.bin"), "flash_size": SIZE, "flash_user_start": NodeMCU.FLASH_USER_START}
+    p = runtime.run([str(tmp_path / "mkfs.py")], state, hw=hw, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 0 and b"formatted FAT" in out, out
+    with running_sim(state) as sim:
+        sim.booted()
+        r = mpremote(sim, "fs", "ls")
+        assert r.returncode == 0 and "old.txt" in r.stdout, r.stdout + r.stderr
+        assert "boot.py" not in r.stdout  # mounted as it was, not formatted again
+        r = mpremote(sim, "resume", "fs", "cat", ":old.txt")
+        assert "from an older board" in r.stdout, r.stdout + r.stderr
