@@ -393,14 +393,16 @@ def deploy(target: str, settings_path: Path = settings.DEFAULT, replace_settings
     shown = [0]
 
     def progress(done: int, total: int, elapsed: float) -> None:
-        if done == total or done - shown[0] >= total // 4:
+        if done < total and done - shown[0] >= total // 4:
             shown[0] = done
-            speed = done / elapsed / 1024 if elapsed > 0 else 0
-            say(f"  sent {done} of {total} bytes ({done * 100 // total}%, {speed:.0f} KB/s)")
+            say(f"  sent {done} of {total} bytes ({done * 100 // total}%)")
 
+    t1 = time.monotonic()
     verdict = send_update(target, bytes.fromhex(key_hex), next_seq(info.seq), update, progress)
+    took = time.monotonic() - t1  # until the board's verdict: all of it on its flash and checked
     r.sent = len(update)
     r.seconds = time.monotonic() - t0
+    say(f"  sent {len(update)} bytes in {took:.1f} s ({len(update) / max(took, 1e-3) / 1024:.0f} KB/s)")
     say(f"the board: {verdict}")
     after = wait_back(target)
     r.after = after.version
@@ -416,6 +418,4 @@ def deploy(target: str, settings_path: Path = settings.DEFAULT, replace_settings
 
 def cmd_deploy(args: Any) -> int:
     r = deploy(args.ota, Path(args.settings), replace_settings=args.replace_settings)
-    if r.sent:
-        print(f"{r.sent} bytes sent in {r.seconds:.1f} s")
     return 0 if r.ok else 1
