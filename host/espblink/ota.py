@@ -140,7 +140,7 @@ def board_url(target: str) -> tuple[str, int, str]:
         raise UserError(f"--ota {target}: give the board's address as http://<address or hostname>/ or just the "
                         "hostname (the board speaks plain HTTP)")
     port = parts.port or 80
-    return parts.hostname, port, f"http://{parts.hostname}:{port}/"
+    return parts.hostname, port, f"http://{parts.hostname}{f':{port}' if port != 80 else ''}/"
 
 
 def _connect(host: str, port: int, url: str) -> socket.socket:
