@@ -279,3 +279,23 @@ def test_fleet_of_five(golden, tmp_path):
         r = espblink("fleet", "deploy", str(fleet), "--settings", str(golden["new"]))
         assert r.returncode == 0, r.stdout + r.stderr
         assert "3 of 3 boards on the new version" in r.stdout
+
+
+def test_fleet_file_mistakes_are_named_before_any_board_is_touched(tmp_path):
+    from espblink import fleet
+
+    bad = tmp_path / "boards.txt"
+    bad.write_text("# name address key\nkitchen espblink-kitchen -\nhall 192.168.1.41 abc\nkitchen 10.0.0.2 -\n"
+                   "attic\n")
+    r = espblink("fleet", "deploy", str(bad))
+    assert r.returncode == 2
+    assert "line 3: the key of hall must be 64 hex digits" in r.stderr
+    assert "line 4: kitchen is named twice" in r.stderr
+    assert "line 5: expected `name address key`" in r.stderr
+    assert "no board was touched" in r.stderr
+    ok = tmp_path / "ok.txt"
+    ok.write_text("a http://10.0.0.1/ -  # a comment\n\nb b-host " + "0f" * 32 + "\n")
+    assert [(b.name, b.address, b.key) for b in fleet.read_fleet(ok)] == [("a", "http://10.0.0.1/", None),
+                                                                        ("b", "b-host", "0f" * 32)]
+    r = espblink("deploy", "--ota", "https://board/")
+    assert r.returncode == 2 and "plain HTTP" in r.stderr
