@@ -1,5 +1,5 @@
 # Home Assistant over MQTT: the board as a client of the home's broker, served from the app's one loop.
-# umqtt.simple (frozen in the firmware: its code costs no heap) writes what the board publishes. Its
+# umqtt.simple (frozen in the firmware: its code stays in flash) writes what the board publishes. Its
 # connect() and wait_msg() block, and wait_msg() reads a whole payload into one new object, so the TCP
 # connect, the login and every incoming packet are handled here instead, a piece at a time: a socket
 # that is not ready never holds up the loop, and a payload too long for the buffer is skipped unread.
