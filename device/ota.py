@@ -314,11 +314,6 @@ def confirm():
     print("espblink: update confirmed")
 
 
-def rolled_back():
-    # The last rollback's reason (str), or None.
-    return _read(LAST).decode() or None
-
-
 class Refused(Exception):
     # args: status line, message
     pass
@@ -352,9 +347,10 @@ def _begin(body):
     length = int(length)
     st = os.statvfs("/")
     free = st[0] * st[3]
-    if free < 2 * length + 8192:
+    need = 3 * length + 8192  # the update, what it unpacks to, the old image kept for a rollback
+    if free < need:
         raise Refused(b"507 Insufficient Storage", "not enough flash: %d bytes free, the update needs %d"
-                      % (free, 2 * length + 8192))
+                      % (free, need))
     return length, sha
 
 
@@ -443,7 +439,9 @@ def update(req, feed=None):
     try:
         length, sha = _begin(req.body)
     except Refused as e:
-        _answer(sock, e.args[0], e.args[1])
+        import server
+
+        server.send(sock, e.args[0], e.args[1].encode() + b"\n")
         return False
     sock.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: espblink-ota\r\nConnection: Upgrade\r\n\r\n")
     buf = req.buf  # the request in it has been read: its 1 KiB carries the update's chunks
@@ -460,7 +458,7 @@ def update(req, feed=None):
             _set_phase(b"trial 0", ops)
     except Refused as e:
         _remove(IMG)
-        sock.write(b"ERR %s %s\n" % (e.args[0], e.args[1]))
+        sock.write(b"ERR %s %s\n" % (e.args[0][:3], e.args[1]))
         return False
     except OSError as e:
         _remove(IMG)
@@ -469,12 +467,6 @@ def update(req, feed=None):
     sock.write(b"OK %d bytes, %d files: restarting into the new app\n" % (length, len(ops)))
     print("espblink: update received (%d bytes): restarting" % length)
     return True
-
-
-def _answer(sock, status, msg):
-    msg = msg.encode() if isinstance(msg, str) else msg
-    sock.write(b"HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
-               b"Connection: close\r\n\r\n%s\n" % (status, len(msg) + 1, msg))
 
 
 def _lines(name):

@@ -303,7 +303,7 @@ def send_update(target: str, key: bytes, seq: int, update: bytes,
     if line.startswith("OK"):
         return line[2:].strip()
     if line.startswith("ERR"):
-        words = line.split(" ", 3)
+        words = line.split(" ", 2)
         code = int(words[1]) if len(words) > 1 and words[1].isdigit() else 0
         raise UserError(explain(code, words[-1], url))
     raise UserError(f"the board at {url} gave no verdict (cut off?): it keeps its old app; try again")
