@@ -1,4 +1,7 @@
-"""From a fresh virtual board to LEDs switched from a phone: `make flash deploy` as a user types it."""
+"""From a fresh virtual board to LEDs switched from a phone: `make flash deploy` as a user types it.
+
+Each test has its own board: a fresh one where the test is about flashing, else one as `make flash deploy`
+leaves it (a copy of a board deployed once per session)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import time
 import pytest
 
 from espblink import paths
-from sim_support import firmware_file, mpremote, running_sim
+from sim_support import deployed, firmware_file, mpremote, running_sim
 
 
 def make(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -19,13 +22,22 @@ def make(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout, env=env)
 
 
-@pytest.fixture(scope="module")
-def board(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("e2e")
-    settings = tmp / "settings.toml"
-    with running_sim(tmp / "board") as sim:
+@pytest.fixture
+def fresh(tmp_path):
+    """A board never flashed, and no settings file yet."""
+    with running_sim(tmp_path / "fresh") as sim:
+        sim.settings = tmp_path / "settings.toml"
+        sim.fw = firmware_file(tmp_path)
+        yield sim
+
+
+@pytest.fixture
+def board(tmp_path, tmp_path_factory):
+    """A board as `make flash deploy` left it, its settings file beside it, its app serving."""
+    state, settings = deployed(tmp_path / "deployed", tmp_path_factory)
+    with running_sim(state) as sim:
         sim.settings = settings
-        sim.fw = firmware_file(tmp)
+        sim.serving()
         yield sim
 
 
@@ -33,19 +45,19 @@ def deploy(board, settings=None) -> subprocess.CompletedProcess:
     return make("deploy", f"PORT={board.serial}", f"SETTINGS={settings or board.settings}")
 
 
-def test_deploy_before_flash_says_to_flash_first(board):
-    r = deploy(board)
+def test_deploy_before_flash_says_to_flash_first(fresh):
+    r = deploy(fresh)
     assert r.returncode != 0
     assert "no MicroPython answers" in r.stderr and "make flash" in r.stderr
 
 
-def test_make_flash_deploy_on_a_fresh_board(board):
-    r = make("flash", "deploy", f"PORT={board.serial}", f"FIRMWARE={board.fw}", f"SETTINGS={board.settings}")
+def test_make_flash_deploy_on_a_fresh_board(fresh):
+    r = make("flash", "deploy", f"PORT={fresh.serial}", f"FIRMWARE={fresh.fw}", f"SETTINGS={fresh.settings}")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Hash of data verified" in r.stdout
     assert "the app is running" in r.stdout
-    assert board.settings.exists() and "ap_key" in board.settings.read_text()
-    s = board.wait_state(lambda s: s["wlan"].get("ap", {}).get("active"))
+    assert fresh.settings.exists() and "ap_key" in fresh.settings.read_text()
+    s = fresh.wait_state(lambda s: s["wlan"].get("ap", {}).get("active"))
     assert s["wlan"]["ap"]["security"] == 3  # WPA2-PSK
     assert s["wlan"]["ap"]["key"] != "micropythoN" and len(s["wlan"]["ap"]["key"]) >= 8
 

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from espblink import cli, image, paths, settings, sync
-from nodemcu.flash import SIZE
+from espblink import cli, ota, paths, settings, sync
 
 SECRET_KEY = "board-only-key-123"  # set "on the board": must never be printed
 
@@ -100,7 +99,7 @@ def test_settings_to_keep_looks_at_what_the_settings_say_not_how_they_are_spelle
     _, newer = cfg_from(tmp_path, "newer.toml")  # settings.toml changed since the last deploy
     last = settings.digest(cfg)
     phone = edited(cfg)
-    assert sync.settings_to_keep(board_json(phone), newer, last) == phone
+    assert sync.settings_to_keep(board_json(phone), newer, last) == settings.canonical(phone)
     # The same settings the last deploy wrote, re-saved by the board in its own spelling: not a change.
     assert sync.settings_to_keep(board_json(cfg), newer, last) is None
     # The board's change is already in settings.toml: nothing to keep, settings.toml's bytes are written.
@@ -236,6 +235,7 @@ def dict_board(monkeypatch):
     monkeypatch.setattr(sync, "build_for_board", lambda mpy, cfg: {
         "app.mpy": board.code, "boot.py": b"boot", "main.py": b"main", "config.json": settings.render(cfg)})
     monkeypatch.setattr(sync, "restart_and_watch", lambda port: ("http://192.168.4.1/", "espblink-test"))
+    monkeypatch.setattr(ota, "ensure_key", lambda *a: None)  # the deploy key: test_ota's part
     return board
 
 
@@ -303,12 +303,9 @@ def test_deploy_after_an_older_host_overwrites_and_starts_recording(dict_board, 
 
 # -- on the virtual NodeMCU ------------------------------------------------------------------------------
 def test_on_the_virtual_board_deploy_keeps_the_boards_settings_and_replace_settings_overwrites(tmp_path):
-    from sim_support import ESPBLINK, mpremote, running_sim
+    from sim_support import ESPBLINK, flashed, mpremote, running_sim
 
-    state = tmp_path / "board"
-    state.mkdir()
-    fw = image.make()  # a board as `make flash` leaves it (flashing is tested in test_e2e and test_sim)
-    (state / "flash.bin").write_bytes(fw + b"\xff" * (SIZE - len(fw)))
+    state = flashed(tmp_path / "board")  # as `make flash` leaves it (flashing is tested in test_e2e and test_sim)
     path, cfg = cfg_from(tmp_path)
 
     def leds(sim) -> list[str]:  # noqa: ANN001

@@ -11,15 +11,16 @@ from device_support import VALID, run_app
 SHOTS = Path(__file__).parent.parent / "build" / "screenshots"
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    with run_app(tmp_path_factory.mktemp("board"), VALID) as a:
+@pytest.fixture
+def app(tmp_path):
+    """The app of this test's own, its LEDs all off."""
+    board = tmp_path / "board"
+    board.mkdir()
+    with run_app(board, VALID) as a:
         yield a
         # A phone browser's way of loading (parallel and speculative connections) never hits a handler error
-        # such as a MemoryError on the board's 40000 B heap.
+        # such as a MemoryError on the board's 38,912 B heap.
         assert "handler error" not in a.output(), a.output()
-
-
 
 
 def test_tapping_each_switch_lights_its_led(app, phone_page, tmp_path):
