@@ -1,8 +1,8 @@
 # Updates over Wi-Fi (`espblink deploy --ota`): loaded only while an update is asked for or received,
 # and at start while a new app is on trial. Handed what it needs; it imports nothing of the app.
 #
-# GET  /api/ota: what the host needs to plan (board id, .mpy version, last sequence number, each file's
-#      sha256, a rollback report).
+# GET  /api/ota: what the host needs to plan (board id, .mpy version, last sequence number, the deploy key's
+#      name, each file's sha256, a rollback report, the ROMFS partition).
 # POST /api/ota: body "SEQ LENGTH SHA256 HMAC" (HMAC-SHA256 with the board's deploy key over
 #      "espblink-ota SEQ LENGTH SHA256"); SEQ must be above the last one accepted (no replay). The board
 #      answers "101 Switching Protocols", then reads LENGTH bytes (the update: "put NAME SIZE\n" + SIZE
@@ -194,6 +194,12 @@ def _key():
         return binascii.unhexlify(k)
     except ValueError:
         return None
+
+
+def _key_id():
+    # The key's public name: the start of its SHA-256 ("-": no key), by which the host finds it.
+    k = _key()
+    return _hex(hashlib.sha256(k).digest())[:16] if k else b"-"
 
 
 def _journal():
@@ -498,7 +504,7 @@ def info(req):
         d.update(seg[:size])
         rom = _hex(d.digest())
     head = b"id %s\nmpy %d.%d\nseq %s\nkey %s\nstate %s\nlast %s\nrom %d %s\n" % (
-        _hex(mac), v & 0xFF, v >> 8 & 3, _read(SEQ).strip() or b"0", b"yes" if _key() else b"no",
+        _hex(mac), v & 0xFF, v >> 8 & 3, _read(SEQ).strip() or b"0", _key_id(),
         _read(STATE).split(b"\n")[0] or b"idle", _read(LAST).replace(b"\n", b" "), len(seg) if seg else 0, rom)
     size = len(head)
     for line in _lines(".deployed"):

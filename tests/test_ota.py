@@ -78,6 +78,7 @@ def golden(tmp_path_factory):
     new.write_text(settings_path.read_text().replace('name = "red"', 'name = "rot"'))
     keys = ota.load_keys(ota.keys_path(settings_path))
     assert len(keys) == 1 and len(next(iter(keys.values()))) == 64
+    assert ota.key_id(next(iter(keys.values()))) == next(iter(keys))
     return {"tmp": tmp, "flash": state / "flash.bin", "old": settings_path, "new": new,
             "key": next(iter(keys.values()))}
 
@@ -240,6 +241,7 @@ def test_app_crashing_at_import_is_rolled_back(golden, board, tmp_path):
 
     with pytest.raises(UserError, match="went back to the previous one"):
         ota.deploy(board.http, golden["new"], builder=builder)
+    serving(board)
     assert leds(board) == ["blue", "red"]
     assert "crashed 3 times" in ota.get_info(board.http).last
     assert "crashed 3 times" in status(board)["update_rolled_back"]

@@ -9,7 +9,8 @@ checks the SHA-256, swaps the files in by renames and restarts; the new app is o
 30 s, and after 3 crashes in a row the board puts the old app back by itself.
 
 The deploy key: 256 random bits, written to the board (`ota.key`) by the first USB deploy and kept on the
-host in `deploy-keys.json` next to the settings file, by board id (its MAC address).
+host in `deploy-keys.json` next to the settings file, under its public name (the start of its SHA-256),
+which the board tells (GET /api/ota) so the host finds the key.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ class BoardInfo:
     id: str
     mpy: str
     seq: int
-    key: bool
+    key: str  # the deploy key's name (key_id); "-": the board has none
     state: str
     last: str
     files: dict[str, str] = field(default_factory=dict)
@@ -87,46 +88,36 @@ def load_keys(path: Path) -> dict[str, str]:
     return {k: v for k, v in data.items() if isinstance(v, str)}
 
 
-def save_key(path: Path, board_id: str, key: str) -> None:
+def key_id(key: str) -> str:
+    """A key's public name: the start of its SHA-256 (the board computes the same)."""
+    return hashlib.sha256(bytes.fromhex(key)).hexdigest()[:16]
+
+
+def save_key(path: Path, key: str) -> None:
     keys = load_keys(path)
-    keys[board_id] = key
+    keys[key_id(key)] = key
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(keys, indent=1, sort_keys=True) + "\n")
     os.chmod(tmp, 0o600)
     tmp.replace(path)
 
 
-KEY_PROBE = """\
-import network, binascii
-print(binascii.hexlify(network.WLAN(network.STA_IF).config('mac')).decode())
-for _n in ('ota.key', 'ota.last'):
-    try:
-        with open(_n) as _f:
-            print(_n, _f.read().replace('\\n', ' ').strip() or '-')
-    except OSError:
-        print(_n, '-')
-"""
-
-
-def ensure_key(t: Any, settings_path: Path) -> None:
-    """During a USB deploy (t: mpremote's transport, in raw REPL): give the board a deploy key if it has none
-    and keep it on the host; a board that has one tells it (USB is trusted). Prints a rollback the board
-    reported, then forgets it."""
-    lines = t.exec(KEY_PROBE).decode().splitlines()
-    board_id = lines[0].strip()
-    found = dict(line.split(" ", 1) for line in lines[1:] if " " in line)
-    key = found.get(KEY, "-").strip()
+def ensure_key(t: Any, board_files: Collection[str], settings_path: Path) -> None:
+    """During a USB deploy (t: mpremote's transport, in raw REPL; board_files: the files the probe found):
+    give the board a deploy key if it has none and keep it on the host; a board that has one tells it (USB
+    is trusted). Prints a rollback the board reported, then forgets it."""
+    key = t.fs_readfile(KEY).decode(errors="replace").strip() if KEY in board_files else ""
     path = keys_path(settings_path)
     if not re.fullmatch(r"[0-9a-f]{64}", key):
         key = secrets.token_hex(32)
         t.fs_writefile(KEY + ".tmp", key.encode())
         t.exec(f"import os\nos.rename({KEY + '.tmp'!r}, {KEY!r})")
-        print(f"deploy key: a new one for board {board_id}, kept in {path} (updates over Wi-Fi: "
-              "espblink deploy --ota http://<board>/)")
-    if load_keys(path).get(board_id) != key:
-        save_key(path, board_id, key)
-    if found.get(LAST, "-") != "-":
-        print(f"the board rolled back its last update over Wi-Fi: {found[LAST]}")
+        print(f"deploy key: a new one, kept in {path} (updates over Wi-Fi: espblink deploy --ota http://<board>/)")
+    if load_keys(path).get(key_id(key)) != key:
+        save_key(path, key)
+    if LAST in board_files:
+        why = t.fs_readfile(LAST).decode(errors="replace").strip()
+        print(f"the board rolled back its last update over Wi-Fi: {why}")
         t.exec(f"import os\nos.remove({LAST!r})")
 
 
@@ -215,7 +206,7 @@ def parse_info(text: str) -> BoardInfo:
             fields[word] = value
     rom = (fields.get("rom") or "0 -").split()
     return BoardInfo(id=fields.get("id", "?"), mpy=fields.get("mpy", "?"), seq=int(fields.get("seq") or 0),
-                     key=fields.get("key") == "yes", state=fields.get("state", "idle"),
+                     key=fields.get("key", "-"), state=fields.get("state", "idle"),
                      last=fields.get("last", "").strip(), files=files, deployed=deployed, romfs=int(rom[0]),
                      rom=rom[1] if len(rom) > 1 else "-")
 
@@ -349,14 +340,14 @@ def deploy(target: str, settings_path: Path = settings.DEFAULT, replace_settings
     r.before = info.version
     if info.last:
         say(f"the board rolled back its last update: {info.last}")
-    if not info.key:
+    if info.key == "-":
         raise UserError(f"{url}: updates over Wi-Fi are off on this board (no deploy key): deploy once over USB "
                         "(make deploy) to set one")
     keys_file = keys_path(settings_path)
-    key_hex = key_hex or load_keys(keys_file).get(info.id)
+    key_hex = key_hex or load_keys(keys_file).get(info.key)
     if not key_hex or not re.fullmatch(r"[0-9a-fA-F]{64}", key_hex):
-        raise UserError(f"no deploy key for board {info.id} in {keys_file}: deploy once over USB (make deploy) "
-                        "from this computer to read it")
+        raise UserError(f"no deploy key for board {info.id} in {keys_file} (the board's is named {info.key}): deploy "
+                        "once over USB (make deploy) from this computer to read it")
     local = (builder or sync.build_for_board)(info.mpy, cfg)
     image = b""
     if info.romfs:  # as a USB deploy: the modules and pages in one image, the files as the known-good copy

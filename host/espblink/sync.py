@@ -429,7 +429,7 @@ def deploy(port: str | None, settings_path: Path = settings.DEFAULT, replace_set
             print("code as files")
         from espblink import ota  # (ota uses this module's plan)
 
-        ota.ensure_key(t, settings_path)  # the deploy key for updates over Wi-Fi, on the board and here
+        ota.ensure_key(t, board_files, settings_path)  # the deploy key for updates over Wi-Fi, on the board and here
         leave_raw_repl(t)
     except TransportExecError as e:
         raise UserError(f"the board refused a file operation: {e.error_output.strip()}") from None
