@@ -136,6 +136,11 @@ def test_write_verify_read_flash_round_trip_of_a_realistic_image(sim, tmp_path):
 
 
 def test_boots_micropython_and_mpremote_works(board, tmp_path):
+    # Freshly flashed, its ROMFS partition still erased: the firmware says nothing of it (the port's
+    # mp_vfs_mount_romfs_protected leaves /rom unmounted silently).
+    out = board.uart(10, action=board.power_cycle, until=b">>> ")
+    assert b"MicroPython v1.27.0" in out and out.endswith(b">>> ")
+    assert b"Traceback" not in out and b"Error" not in out, out
     r = mpremote(board, "exec", "import sys; print(sys.implementation.name, 6*7)")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "micropython 42" in r.stdout
