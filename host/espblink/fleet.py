@@ -29,6 +29,7 @@ class Board:
     name: str
     address: str
     key: str | None  # None: from deploy-keys.json
+    offline: bool = False  # the broker says so: not tried
 
 
 def read_fleet(path: Path) -> list[Board]:
@@ -72,7 +73,7 @@ def from_mqtt(host: str) -> list[Board]:
     for b in found:
         address = b.get("address") or b.get("ip") or b.get("url")
         if address:
-            out.append(Board(str(b.get("name") or b.get("id")), str(address), None))
+            out.append(Board(str(b.get("name") or b.get("id")), str(address), None, offline=not b.get("online")))
     if not out:
         raise UserError(f"no board answered on the MQTT broker {host} (`espblink boards --mqtt {host}` lists them)")
     return out
@@ -100,6 +101,10 @@ def update_one(board: Board, settings_path: Path, dry_run: bool, builds: Builds,
         with lock:
             print(f"[{board.name}] {line}", flush=True)
 
+    if board.offline:
+        r.verdict = "offline (its MQTT status): skipped"
+        say(r.verdict)
+        return r
     try:
         ota.deploy(board.address, settings_path, key_hex=board.key, dry_run=dry_run, say=say, builder=builds,
                    result=r)
