@@ -10,7 +10,7 @@
 #      SHA256, unpacks it beside the app, and swaps the files in by renames under a journal (ota.state),
 #      keeping the old ones in ota-files/old/. Its verdict is one last line: "OK ..." (then it restarts)
 #      or "ERR CODE ...".
-# At start, boot() finishes a swap cut by a power loss (a new ROMFS image is written then, from main.py,
+# At start, boot() finishes a swap cut by a power loss (a new ROMFS image is written then, from boot.py,
 # while no code runs from the partition), counts the new app's boots and puts the old app back (files
 # and image) after 3 crashes in a row; confirm() (the app ran 30 s) drops the old copy.
 import gc
@@ -19,7 +19,7 @@ import os
 
 KEY = "ota.key"  # 64 hex digits: written by the first USB deploy; none: updates over Wi-Fi are off
 SEQ = "ota.seq"  # the last sequence number accepted: a request must carry a higher one
-STATE = "ota.state"  # the journal: "switch" or "trial N", then one "put NAME 0|1" / "del NAME" a line
+STATE = "ota.state"  # the journal: "switch", "trial N" or "rollback", then "rom|put|del NAME EXISTED" lines
 LAST = "ota.last"  # what went wrong with the last update (a rollback), until a deploy reads it
 IMG = "ota.img"
 DIR = "ota-files"  # not a name import could take for a package
