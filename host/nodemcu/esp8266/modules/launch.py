@@ -14,21 +14,24 @@ import machine  # noqa: F401
 import network  # noqa: F401
 
 cfg = hwlink.cfg
+sys.path[:] = ["", ".frozen"]
+if cfg.get("romfs"):
+    # As mp_init does on the FLASH_2M_ROMFS build (mp_vfs_mount_romfs_protected): no valid image, not mounted.
+    try:
+        vfs.mount(vfs.VfsRom(vfs.rom_ioctl(2, 0)), "/rom")
+        sys.path += ["/rom", "/rom/lib"]
+    except Exception:
+        pass
 if cfg.get("flash"):
     vfs.umount("/")  # the unix port starts with the host's folders mounted at /
     import _boot  # noqa: F401
 
     os.chdir("/")
     del sys.modules["_boot"]
+    sys.path += ["/lib", "/"]  # as the port's main.c appends them
 else:
     gc.threshold((gc.mem_free() + gc.mem_alloc()) // 4)  # what _boot.py does first
-sys.path[:] = ["", ".frozen", "/lib"]
-if cfg.get("romfs"):
-    try:
-        vfs.mount(vfs.VfsRom(vfs.rom_ioctl(2, 0)), "/rom")
-        sys.path[:0] = ["/rom", "/rom/lib"]
-    except Exception as e:  # as mp_vfs_mount_romfs_protected: a bad partition is not mounted
-        sys.print_exception(e)
+    sys.path.append("lib")  # the folder's own lib/, not the host's /lib
 hwlink.send(ready=1)  # the filesystem is up: the virtual UART delivers what was typed meanwhile
 
 
