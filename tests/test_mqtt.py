@@ -142,6 +142,7 @@ def test_a_command_reaches_the_led_within_200_ms_and_its_state_is_published(mq):
 def test_every_change_from_the_page_and_api_is_published_once(mq):
     ha = mq.ha
     topic = f"{mq.prefix}/red/state"
+    assert post(mq, "api/leds/red", {"on": False}) == 200
     ha.wait(lambda h: h.last.get(topic) == b"OFF", timeout=5)
 
     def published(action: dict, want: bytes) -> None:
