@@ -4,7 +4,7 @@
 # GET  /api/ota: what the host needs to plan (board id, .mpy version, last sequence number, the deploy key's
 #      name, each file's sha256, a rollback report, the ROMFS partition).
 # POST /api/ota: body "SEQ LENGTH SHA256 HMAC" (HMAC-SHA256 with the board's deploy key over
-#      "espblink-ota SEQ LENGTH SHA256"); SEQ must be above the last one accepted (no replay). The board
+#      "espblink-ota BOARD-ID SEQ LENGTH SHA256"); SEQ must be above the last one accepted (no replay). The board
 #      answers "101 Switching Protocols", then reads LENGTH bytes (the update: "put NAME SIZE\n" + SIZE
 #      bytes, "del NAME\n", or "rom SIZE\n" + the ROMFS image, repeated) to a file in chunks, checks its
 #      SHA256, unpacks it beside the app, and swaps the files in by renames under a journal (ota.state),
@@ -196,6 +196,13 @@ def _key():
         return None
 
 
+def _board_id():
+    # The MAC address in hex: an update signed for one board is refused by another with the same key.
+    import network
+
+    return _hex(network.WLAN(network.STA_IF).config("mac"))
+
+
 def _key_id():
     # The key's public name: the start of its SHA-256 ("-": no key), by which the host finds it.
     k = _key()
@@ -335,7 +342,7 @@ def _begin(body):
     if len(w) != 4 or len(w[0]) != 16 or not w[0].isdigit() or not w[1].isdigit() or len(w[2]) != 64:
         raise Refused(b"400 Bad Request", "malformed update request")
     seq, length, sha, mac = w
-    good = _hex(hmac(key, b"%s %s %s %s" % (PROTOCOL, seq, length, sha)))
+    good = _hex(hmac(key, b"%s %s %s %s %s" % (PROTOCOL, _board_id(), seq, length, sha)))
     diff = len(mac) ^ len(good)
     for i in range(min(len(mac), len(good))):
         diff |= mac[i] ^ good[i]
@@ -347,9 +354,11 @@ def _begin(body):
         raise Refused(b"403 Forbidden", "replayed request: sequence number already used")
     _write(SEQ, seq)  # used up now, whatever happens next
     _remove(LAST)  # the host has read it
+    # A new app on trial that answers a signed update serves: it is kept, and becomes the one to go back to.
+    confirm()
     if _exists(STATE):
-        raise Refused(b"409 Conflict", "the previous update is still on trial (kept once it has run 30 s): "
-                      "try again in a minute")
+        raise Refused(b"409 Conflict", "the previous update is not in place yet (the board's boot.py has no update "
+                      "step): deploy over USB")
     length = int(length)
     st = os.statvfs("/")
     free = st[0] * st[3]
@@ -492,10 +501,7 @@ def info(req):
     # "file NAME SHA256" for each file, hashed while it is sent.
     import sys
 
-    import network
-
     v = sys.implementation._mpy
-    mac = network.WLAN(network.STA_IF).config("mac")
     seg = _segment()
     size = _image_size(seg)
     rom = b"-"
@@ -504,7 +510,7 @@ def info(req):
         d.update(seg[:size])
         rom = _hex(d.digest())
     head = b"id %s\nmpy %d.%d\nseq %s\nkey %s\nstate %s\nlast %s\nrom %d %s\n" % (
-        _hex(mac), v & 0xFF, v >> 8 & 3, _read(SEQ).strip() or b"0", _key_id(),
+        _board_id(), v & 0xFF, v >> 8 & 3, _read(SEQ).strip() or b"0", _key_id(),
         _read(STATE).split(b"\n")[0] or b"idle", _read(LAST).replace(b"\n", b" "), len(seg) if seg else 0, rom)
     size = len(head)
     for line in _lines(".deployed"):

@@ -115,6 +115,10 @@ def test_update_over_wifi_then_confirmed(golden, board):
     # The same plan as over USB: now nothing to send.
     r = espblink("deploy", "--ota", board.http, "--settings", str(golden["new"]))
     assert "nothing sent" in r.stdout, r.stdout + r.stderr
+    # Another update while the new app is on trial: the app that answers it serves, so it is kept.
+    r = espblink("deploy", "--ota", board.http, "--settings", str(golden["old"]))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert leds(board) == ["blue", "red"]
 
 
 def signed_request(sim, body: bytes, upgrade: bool = True) -> tuple[int, str, socket.socket]:
@@ -133,16 +137,21 @@ def test_wrong_key_replay_and_cross_site_are_refused(golden, board):
     before = (leds(board), app_files(board))
     update = b"put config.json 2\n{}"
     digest = hashlib.sha256(update).hexdigest()
-    seq = ota.next_seq(ota.get_info(board.http).seq)
+    info = ota.get_info(board.http)
+    seq = ota.next_seq(info.seq)
+    key = bytes.fromhex(golden["key"])
     said = []
-    repl = board.uart(5, action=lambda: said.append(signed_request(board, ota.sign(b"\x01" * 32, seq, len(update),
-                                                                                  digest))), until=b"signature")
+    repl = board.uart(5, action=lambda: said.append(signed_request(board, ota.sign(b"\x01" * 32, info.id, seq,
+                                                                                  len(update), digest))),
+                      until=b"signature")
     code, text, _ = said[0]
     assert code == 403 and "bad signature" in text
     assert b"update refused: bad signature" in repl
+    # The right key, signed for another board (a key copied with a flash image): refused too.
+    code, text, _ = signed_request(board, ota.sign(key, "5ccf7f000000", seq, len(update), digest))
+    assert code == 403 and "bad signature" in text
     # A request with the right key, sent twice: the second is a replay.
-    key = bytes.fromhex(golden["key"])
-    signed = ota.sign(key, seq + 1, len(update), digest)
+    signed = ota.sign(key, info.id, seq + 1, len(update), digest)
     code, _, s = signed_request(board, signed)
     assert code == 101
     s.close()  # the transfer is cut: nothing changes
@@ -179,13 +188,13 @@ def test_a_30_kb_update_streams_without_using_heap(golden, board):
     heap = status(board)["heap_free"]
     # Damaged on the way: the SHA-256 signed is not the one of what arrives; all 30 KB are streamed to flash,
     # checked, refused.
-    signed = ota.sign(key, ota.next_seq(info.seq), len(update), hashlib.sha256(b"other").hexdigest())
+    signed = ota.sign(key, info.id, ota.next_seq(info.seq), len(update), hashlib.sha256(b"other").hexdigest())
     with pytest.raises(UserError, match="SHA-256"):
         _send_signed(board, signed, update)
     assert status(board)["heap_free"] >= heap - 256
     assert "big.bin" not in ota.get_info(board.http).files
     # Whole: the board takes it, restarts, and the file is there.
-    verdict = ota.send_update(board.http, key, ota.next_seq(info.seq + 1), update)
+    verdict = ota.send_update(board.http, key, info.id, ota.next_seq(info.seq + 1), update)
     assert "restarting" in verdict
     serving(board)
     assert ota.get_info(board.http).files["big.bin"] == hashlib.sha256(padding).hexdigest()
@@ -218,7 +227,7 @@ def test_power_cut_mid_transfer_leaves_the_old_app(golden, board):
                 board.ctl("power-off")
 
         with pytest.raises(UserError):
-            ota.send_update(board.http, key, ota.next_seq(info.seq), update, progress)
+            ota.send_update(board.http, key, info.id, ota.next_seq(info.seq), update, progress)
         board.ctl("power-on")
         serving(board)
         assert leds(board) == ["blue", "red"], cut

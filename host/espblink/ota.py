@@ -242,8 +242,9 @@ def get_info(target: str) -> BoardInfo:
     return parse_info(body)
 
 
-def sign(key: bytes, seq: int, length: int, digest: str) -> bytes:
-    msg = b"%s %016d %d %s" % (PROTOCOL, seq, length, digest.encode())
+def sign(key: bytes, board_id: str, seq: int, length: int, digest: str) -> bytes:
+    """The update request's body; the HMAC covers the board's id too (its MAC address, in GET /api/ota)."""
+    msg = b"%s %s %016d %d %s" % (PROTOCOL, board_id.encode(), seq, length, digest.encode())
     return b"%016d %d %s %s" % (seq, length, digest.encode(), hmac.new(key, msg, hashlib.sha256).hexdigest().encode())
 
 
@@ -266,12 +267,13 @@ def pack(local: dict[str, bytes], p: sync.Plan, image: bytes = b"") -> bytes:
     return bytes(out)
 
 
-def send_update(target: str, key: bytes, seq: int, update: bytes,
+def send_update(target: str, key: bytes, board_id: str, seq: int, update: bytes,
                 progress: Callable[[int, int, float], None] | None = None) -> str:
     """POST the signed update and stream it; the board's verdict line ("OK ..."), or UserError."""
     host, port, url = board_url(target)
     digest = hashlib.sha256(update).hexdigest()
-    s, status, headers, rest = _request(host, port, url, "POST", sign(key, seq, len(update), digest), upgrade=True)
+    s, status, headers, rest = _request(host, port, url, "POST", sign(key, board_id, seq, len(update), digest),
+                                         upgrade=True)
     if status != 101:
         raise UserError(explain(status, _read_body(s, headers, rest).decode(errors="replace"), url))
     start = time.monotonic()
@@ -389,7 +391,7 @@ def deploy(target: str, settings_path: Path = settings.DEFAULT, replace_settings
             say(f"  sent {done} of {total} bytes ({done * 100 // total}%)")
 
     t1 = time.monotonic()
-    verdict = send_update(target, bytes.fromhex(key_hex), next_seq(info.seq), update, progress)
+    verdict = send_update(target, bytes.fromhex(key_hex), info.id, next_seq(info.seq), update, progress)
     took = time.monotonic() - t1  # until the board's verdict: all of it on its flash and checked
     r.sent = len(update)
     r.seconds = time.monotonic() - t0
