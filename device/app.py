@@ -162,7 +162,8 @@ def settings_api(app, req):
         settings.handle(app, req)
     except MemoryError:
         raise server.HttpError(b"503 Service Unavailable", "not enough free memory on the board for the settings "
-                               "page now: try again in a moment, or change settings.toml and run make deploy", b"Retry-After: 5\r\n")
+                               "page now: try again in a moment, or change settings.toml and run make deploy",
+                               b"Retry-After: 5\r\n")
     finally:
         sys.modules.pop("settings", None)
         sys.modules.pop("rules", None)
@@ -295,7 +296,7 @@ class App:
         except OSError:
             self.rolled_back = b"null"
         # The server's buffers first, while the heap is in one piece.
-        self.srv = server.Server(self.handle, port, b"/api/settings", _SETTINGS_BODY)
+        self.srv = server.Server(self.handle, None, b"/api/settings", _SETTINGS_BODY)
         self.lights = leds.make(self.cfg["leds"])
         self.saved = _restore().load(self.lights, self.cfg["restore"])
         import wifi
@@ -316,8 +317,10 @@ class App:
 
                 self.mqtt = mqtt.MQTT(self.cfg, self.lights, self.srv.add, self.unserve, VERSION, self.changed)
             except MemoryError:
-                sys.modules.pop("mqtt", None)
+                for m in ("mqtt", "umqtt.simple", "umqtt"):
+                    sys.modules.pop(m, None)
                 print("espblink: MQTT off: not enough free heap (it needs the code in ROMFS: 2 MB flash and up)")
+        self.srv.listen(port)  # last: a client that finds the port open finds the app ready
         print("espblink: serving http://%s/ on Wi-Fi %s" % (ip, ssid))
         gc.collect()
         wdt = self.wdt = machine.WDT()

@@ -171,15 +171,25 @@ def send_file(req, f, ctype, extra=b"", feed=None):
 
 
 class Server:
-    def __init__(self, handle, port=80, long_path=None, long_max=0):
+    def __init__(self, handle, port=None, long_path=None, long_max=0):
         # handle(req): answers a parsed request (or raises HttpError). long_path: the path whose body may
-        # be up to long_max bytes. Buffers are allocated first, while the heap is still in one piece.
+        # be up to long_max bytes. Buffers are allocated first, while the heap is still in one piece; the
+        # port is listened on now, or by listen() once the rest of the app is ready.
         self.pool = [Request() for _ in range(BUFFERS)]
         self.slots = [[None, 0, 0, None, None, _IDLE] for _ in range(CONNS)]
         self.handle = handle
         self.long_path = long_path
         self.long_max = long_max
         self.poll = select.poll()
+        self.listener = None
+        self.listening = False
+        self.stashed = 0
+        self.others = []  # (socket, handler) served from this loop too (DNS)
+        self.served = 0
+        if port:
+            self.listen(port)
+
+    def listen(self, port=80):
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(socket.getaddrinfo("0.0.0.0", port)[0][-1])
@@ -188,9 +198,6 @@ class Server:
         self.listener.setblocking(False)
         self.poll.register(self.listener, select.POLLIN)
         self.listening = True
-        self.stashed = 0
-        self.others = []  # (socket, handler) served from this loop too (DNS)
-        self.served = 0
 
     def add(self, sock, handler):
         self.others.append((sock, handler))
