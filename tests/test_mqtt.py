@@ -410,3 +410,26 @@ def test_a_board_without_the_heap_for_mqtt_says_so_and_goes_on_serving(tmp_path)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_without_home_wifi_the_board_does_not_try_the_broker(tmp_path):
+    # On its own access point only, the broker (on the home network) is out of reach: no try, and
+    # /api/status says what MQTT waits for.
+    with broker(tmp_path / "b") as b:
+        fs = tmp_path / "fs"
+        fs.mkdir()
+        (fs / "config.json").write_text(json.dumps({**VALID, "mqtt_host": b.host, "mqtt_port": b.port}))
+        port = runtime.free_port()
+        proc = subprocess.Popen([*ESPBLINK, "run", "--http-port", str(port), "--dir", str(fs)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        app = App(proc, port, fs)
+        try:
+            app.wait_for(app.url, timeout=30)
+            time.sleep(3)
+            st = app.get_json("/api/status")
+            assert st["wifi"]["mode"] == "ap"
+            assert st["mqtt"]["state"] == "no home Wi-Fi" and st["mqtt"]["problem"] is None
+            assert not b.log_lines("New client connected")  # (a TCP probe of the test's own shows otherwise)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
