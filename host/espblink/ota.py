@@ -398,6 +398,7 @@ def deploy(target: str, settings_path: Path = settings.DEFAULT, replace_settings
     say(f"  sent {len(update)} bytes in {took:.1f} s ({len(update) / max(took, 1e-3) / 1024:.0f} KB/s)")
     say(f"the board: {verdict}")
     after = wait_back(target)
+    r.seconds = time.monotonic() - t0
     r.after = after.version
     if after.last:
         r.verdict = f"rolled back: {after.last}"
