@@ -27,8 +27,7 @@ from sim_support import ESPBLINK, running_sim
 # The board's start-up must run the update's boot step before the app loads (boot.py) and count an app that
 # cannot even load as a crash (main.py): without them a swap cut by a power loss is not finished and a
 # failing new app is not replaced.
-HOOKED = "ota.boot()" in (paths.DEVICE / "boot.py").read_text() and "import app\n    except" in (
-    paths.DEVICE / "main.py").read_text()
+HOOKED = any("ota.boot()" in (paths.DEVICE / n).read_text() for n in ("boot.py", "main.py", "startup.py"))
 needs_hooks = pytest.mark.skipif(not HOOKED, reason="device/boot.py and main.py do not call the update's boot "
                                  "step yet (the patch is in /work/brief/README-ota.md)")
 
