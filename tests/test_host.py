@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from host_support import serving
 
-from espblink import build, cli, firmware, image, paths, ports, qr, settings, sync
+from espblink import build, cli, firmware, image, paths, ports, qr, rules, settings, sync
 from espblink.errors import UserError
 
 
@@ -26,7 +26,8 @@ def test_first_settings_file_gets_random_secrets(tmp_path, capsys):
     board = json.loads(settings.render(cfg))
     assert board["leds"] == [{"name": "blue", "gpio": 2, "active_low": True},
                              {"name": "red", "gpio": 16, "active_low": True}]
-    assert set(board) == {"ap_ssid", "ap_key", "wifi_ssid", "wifi_key", "hostname", "admin_password", "leds"}
+    assert set(board) == set(rules.KEYS)  # every setting the board knows, from the shared rules
+    assert board["restore"] == "off" and board["mqtt_host"] == ""  # off unless asked for
 
 
 @pytest.mark.parametrize("edit,message", [
