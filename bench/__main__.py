@@ -4,6 +4,8 @@ measured in one run. Ratios against the peers are the headline."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 import socket
@@ -15,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from espblink import build, paths
+from espblink import build, paths, runner
 from nodemcu import runtime
-from nodemcu.board import NodeMCU
+from nodemcu.board import Board, NodeMCU
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -29,14 +31,15 @@ N = 300
 
 
 def prepare(peer: str, root: Path) -> Path:
-    """The peer's files as they would sit on the board: compiled to .mpy, main.py by name."""
+    """The peer's files as they would sit on the board: compiled to .mpy, main.py by name. espblink as deploy
+    leaves a NodeMCU (2 MB and up: code in the ROMFS partition) or, "espblink-files", a 1 MB board."""
     d = root / peer
     d.mkdir()
     page = build.build(out=root / "espblink-build")
-    if peer == "espblink":
-        for f in page.iterdir():
-            shutil.copy(f, d)
-        (d / "config.json").write_text(json.dumps(CONFIG))
+    if peer.startswith("espblink"):
+        config = root / "config.json"
+        config.write_text(json.dumps(CONFIG))
+        runner.install(d, config, romfs=peer == "espblink")
         return d
     shutil.copy(page / "page.html.gz", d)
     if peer == "microdot":
@@ -57,9 +60,8 @@ class Peer:
     def __init__(self, name: str, folder: Path, heap: int) -> None:
         self.name = name
         self.port = runtime.free_port()
-        self.link = runtime.HwLink(lambda msg: None)
-        self.proc = runtime.launch(folder, {"mac": NodeMCU.MAC}, self.link, {80: self.port}, heap,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc, self.link = runner.power_on(folder, lambda msg: None, self.port, heap=heap,
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.started = time.monotonic()
         self.up = self._wait()
 
@@ -241,30 +243,88 @@ def measure_peers() -> dict[str, Any]:
             print(f"{name}: smallest heap…", flush=True)
             r["min_heap"] = min_heap(name, folder)
             out[name] = r
+        print("espblink, code as files (1 MB boards)…", flush=True)
+        folder = prepare("espblink-files", root)
+        ok, free_boot, free_after = serve_mixed("espblink-files", folder, HEAP)
+        out["espblink-files"] = {"serves_at_board_heap": ok, "board_heap_free_after_boot": free_boot,
+                                 "board_heap_free_after_1000": free_after,
+                                 "min_heap": min_heap("espblink-files", folder)}
     return out
+
+
+def measure_ota() -> dict[str, Any]:
+    """The same changes deployed over USB to one virtual NodeMCU (ROMFS build) and over Wi-Fi to its twin
+    (a copy of its flash): time, and bytes sent (serial for USB, the signed update for Wi-Fi)."""
+    from espblink import image, ota, settings, sync
+    from nodemcu.flash import SIZE
+
+    def quiet(fn: Any, *a: Any, **k: Any) -> Any:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return fn(*a, **k)
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        cfg, renamed = root / "settings.toml", root / "renamed.toml"
+        settings.create(cfg)
+        renamed.write_text(cfg.read_text().replace('name = "red"', 'name = "rot"'))
+        src = root / "device"
+        shutil.copytree(paths.DEVICE, src)
+        app = src / "app.py"
+        app.write_text(app.read_text().replace('VERSION = "', 'VERSION = "bench-'))
+        (root / "usb").mkdir()
+        fw = image.make(variant="FLASH_2M_ROMFS")
+        (root / "usb" / "flash.bin").write_bytes(fw + b"\xff" * (SIZE - len(fw)))
+        usb = CountingBoard(root / "usb", log=lambda s: None)
+        usb.power_on()
+        quiet(sync.deploy, usb.rfc2217.url, cfg)  # the first deploy, over USB: it gives the board its key
+        usb.power_off()
+        (root / "wifi").mkdir()
+        shutil.copy(root / "usb" / "flash.bin", root / "wifi" / "flash.bin")
+        wifi = CountingBoard(root / "wifi", log=lambda s: None)
+        try:
+            usb.power_on()
+            wifi.power_on()
+            time.sleep(2)
+            changes = (("an LED renamed (settings)", renamed, None), ("the app changed (code)", renamed, src),
+                       ("nothing changed", renamed, src))
+            for label, settings_path, code in changes:
+                builder = (lambda mpy, c, code=code: sync.build_for_board(mpy, c, code)) if code else None
+                usb.link()
+                t = time.perf_counter()
+                quiet(sync.deploy, usb.rfc2217.url, settings_path, builder=builder)
+                usb_s, usb_bytes = time.perf_counter() - t, usb.link()["to_board"]
+                t = time.perf_counter()
+                r = quiet(ota.deploy, wifi.info()["http"], settings_path, builder=builder, say=lambda s: None)
+                out[label] = {"usb_s": usb_s, "usb_bytes": usb_bytes, "ota_s": time.perf_counter() - t,
+                              "ota_bytes": r.sent, "ota_ok": r.ok or not r.sent}
+        finally:
+            usb.close()
+            wifi.close()
+    return out
+
+
+class CountingBoard(Board):
+    """The virtual board, counting the bytes that cross its serial link (to it, from it)."""
+
+    to_board = from_board = 0
+
+    def uart_in(self, data: bytes) -> None:
+        self.to_board += len(data)
+        super().uart_in(data)
+
+    def emit(self, data: bytes) -> None:
+        self.from_board += len(data)
+        super().emit(data)
+
+    def link(self) -> dict[str, int]:
+        out = {"to_board": self.to_board, "from_board": self.from_board}
+        self.to_board = self.from_board = 0
+        return out
 
 
 def measure_sim() -> dict[str, Any]:
     from espblink import flash, image, settings, sync
-    from nodemcu.board import Board
-
-    class CountingBoard(Board):
-        """The virtual board, counting the bytes that cross its serial link (to it, from it)."""
-
-        to_board = from_board = 0
-
-        def uart_in(self, data: bytes) -> None:
-            self.to_board += len(data)
-            super().uart_in(data)
-
-        def emit(self, data: bytes) -> None:
-            self.from_board += len(data)
-            super().emit(data)
-
-        def link(self) -> dict[str, int]:
-            out = {"to_board": self.to_board, "from_board": self.from_board}
-            self.to_board = self.from_board = 0
-            return out
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -342,6 +402,10 @@ def write_readme(md: str) -> None:
     text = README.read_text()
     i, j = text.index(BEGIN) + len(BEGIN), text.index(END)
     README.write_text(text[:i] + "\n" + readme_block(md) + "\n" + text[j:])
+
+
+def fmt_b(v: int | None) -> str:
+    return "n/a" if v is None else f"{v:,} B"
 
 
 def ratio(a: float | None, b: float | None) -> str:
@@ -428,6 +492,8 @@ def main() -> int:
     print("virtual board: flash, deploy, power-on…", flush=True)
     r["sim"] = measure_sim()
     r["shims_heap"] = shims_heap()
+    print("updates over USB and over Wi-Fi…", flush=True)
+    r["ota"] = measure_ota()
     (RESULTS / "results.json").write_text(json.dumps(r, indent=1))
     s = r["sim"]
     md = ["# espblink benchmark", "", "Same machine, same run, the board's own MicroPython (v1.27.0 unix port, "
@@ -447,6 +513,20 @@ def main() -> int:
             for label, d in (("full deploy", s["deploy_full"]), ("deploy with nothing changed", s["deploy_again"]))),
           f"| power-on to first HTTP 200 | {s['power_on_to_200_s']:.2f} s |",
           f"| heap the shims of machine, network and esp take here, not on a board | {r['shims_heap']:,} B |", "",
+          "## Where the code lives (NodeMCU 2 MB and up: ROMFS; 1 MB boards: .mpy files on littlefs)", "",
+          f"At the board's heap ({HEAP:,} B); the app as `deploy` leaves each kind of board.", "",
+          "| figure | code in ROMFS | code as files |", "|---|---:|---:|",
+          *(f"| {label} | {fmt_b(r['espblink'].get(k))} | {fmt_b(r['espblink-files'].get(k))} |" for label, k in (
+              ("free heap after boot", "board_heap_free_after_boot"),
+              ("free heap after 1,000 mixed requests", "board_heap_free_after_1000"),
+              ("smallest heap for 1,000 requests", "min_heap"))), "",
+          "## An update over Wi-Fi against one over USB, the same change", "",
+          "Two virtual NodeMCUs (ROMFS build) with the same flash; times include the restart and the check "
+          "that the app serves again.", "",
+          "| change | USB: time | USB: bytes over serial | Wi-Fi: time | Wi-Fi: bytes of the signed update |",
+          "|---|---:|---:|---:|---:|",
+          *(f"| {label} | {d['usb_s']:.1f} s | {d['usb_bytes']:,} | {d['ota_s']:.1f} s | {d['ota_bytes']:,}"
+            f"{'' if d['ota_ok'] else ' (refused)'} |" for label, d in r["ota"].items()), "",
           "![chart](chart.png)", ""]
     (RESULTS / "results.md").write_text("\n".join(md))
     write_readme("\n".join(md))

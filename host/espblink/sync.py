@@ -27,7 +27,7 @@ import io
 import re
 import tempfile
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from mpremote.romfs import VfsRomWriter
 from mpremote.transport import TransportError, TransportExecError
 from mpremote.transport_serial import SerialTransport
 
-from espblink import build, ports, qr, settings
+from espblink import build, paths, ports, qr, settings
 from espblink.errors import UserError
 
 MANIFEST = ".deployed"  # on the board: the files the last deploy wrote, "name sha256" a line
@@ -363,12 +363,12 @@ def restart_and_watch(port: str, timeout: float = 30) -> tuple[str, str]:
         s.close()
 
 
-def build_for_board(mpy: str, cfg: dict) -> dict[str, bytes]:
-    """Every file the board gets, by name: the build for its .mpy version (in a folder of its own: another
-    build may be replacing build/device meanwhile), and config.json from the settings."""
+def build_for_board(mpy: str, cfg: dict, src: Path = paths.DEVICE) -> dict[str, bytes]:
+    """Every file the board gets, by name: the build of src for its .mpy version (in a folder of its own:
+    another build may be replacing build/device meanwhile), and config.json from the settings."""
     cmd = build.compiler_for(mpy)  # no matching compiler: stops here, before anything is copied
     with tempfile.TemporaryDirectory(prefix="espblink-deploy-") as tmp:
-        out = build.build(out=Path(tmp) / "device", cmd=cmd)
+        out = build.build(src, out=Path(tmp) / "device", cmd=cmd)
         local = {f.name: f.read_bytes() for f in sorted(out.iterdir())}
     local["config.json"] = settings.render(cfg)
     return local
@@ -386,14 +386,16 @@ def settings_page(url: str, running: dict[str, Any], cfg: dict[str, Any], settin
     return f"settings page: {page} (admin password: {password})"
 
 
-def deploy(port: str | None, settings_path: Path = settings.DEFAULT, replace_settings: bool = False) -> Plan:
+def deploy(port: str | None, settings_path: Path = settings.DEFAULT, replace_settings: bool = False,
+           builder: Callable[[str, dict[str, Any]], dict[str, bytes]] | None = None) -> Plan:
+    """builder(mpy, cfg) makes the files (default build_for_board: this checkout's device/)."""
     cfg = settings.load(settings_path)  # invalid settings stop here, before the board is touched
     port = ports.detect(port)
     t = open_board(port)
     try:
         info, previous = probe(t)
         board_files = info.files
-        local = build_for_board(info.mpy, cfg)
+        local = (builder or build_for_board)(info.mpy, cfg)
         image = b""
         erase = 0  # bytes of the partition to erase before the files are swapped in
         if info.romfs:
