@@ -252,6 +252,58 @@ def measure_peers() -> dict[str, Any]:
     return out
 
 
+def measure_mqtt() -> dict[str, Any]:
+    """Free heap after boot on a virtual NodeMCU joined to home Wi-Fi, MQTT off and then on (connected to a
+    real Mosquitto): what MQTT costs."""
+    import urllib.request
+
+    from espblink import image, settings, sync
+    from nodemcu.flash import SIZE
+
+    sys.path.insert(0, str(paths.ROOT / "tests"))
+    from mqtt_support import broker
+
+    def heap_free(board: Board, want: str) -> int | None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(board.info()["http"] + "api/status", timeout=2) as r:
+                    s = json.loads(r.read())
+                if want == "off" or (s.get("mqtt") or {}).get("state") == "connected":
+                    time.sleep(2)  # past the discovery and state messages sent on connecting
+                    with urllib.request.urlopen(board.info()["http"] + "api/status", timeout=2) as r:
+                        return json.loads(r.read())["heap_free"]
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        return None
+
+    with tempfile.TemporaryDirectory() as tmp, broker(Path(tmp) / "broker") as b:
+        root = Path(tmp)
+        base = root / "settings.toml"
+        settings.create(base)
+        home = base.read_text().replace('wifi_ssid = ""', 'wifi_ssid = "home"').replace(
+            'wifi_key = ""', 'wifi_key = "home key 123"')
+        off, on = root / "off.toml", root / "on.toml"
+        off.write_text(home)
+        on.write_text(home.replace('mqtt_host = ""', 'mqtt_host = "127.0.0.1"').replace(
+            "mqtt_port = 1883", f"mqtt_port = {b.port}"))
+        (root / "board").mkdir()
+        fw = image.make(variant="FLASH_2M_ROMFS")
+        (root / "board" / "flash.bin").write_bytes(fw + b"\xff" * (SIZE - len(fw)))
+        board = Board(root / "board", sta={"home": "home key 123"}, sta_delay_ms=300, log=lambda s: None)
+        try:
+            board.power_on()
+            out = {}
+            for label, cfg in (("off", off), ("on", on)):
+                with contextlib.redirect_stdout(io.StringIO()):
+                    sync.deploy(board.rfc2217.url, cfg)
+                out[label] = heap_free(board, label)
+            return out
+        finally:
+            board.close()
+
+
 def measure_ota() -> dict[str, Any]:
     """The same changes deployed over USB to one virtual NodeMCU (ROMFS build) and over Wi-Fi to its twin
     (a copy of its flash): time, and bytes sent (serial for USB, the signed update for Wi-Fi)."""
@@ -492,6 +544,8 @@ def main() -> int:
     print("virtual board: flash, deploy, power-on…", flush=True)
     r["sim"] = measure_sim()
     r["shims_heap"] = shims_heap()
+    print("MQTT off and on…", flush=True)
+    r["mqtt"] = measure_mqtt()
     print("updates over USB and over Wi-Fi…", flush=True)
     r["ota"] = measure_ota()
     (RESULTS / "results.json").write_text(json.dumps(r, indent=1))
@@ -519,7 +573,9 @@ def main() -> int:
           *(f"| {label} | {fmt_b(r['espblink'].get(k))} | {fmt_b(r['espblink-files'].get(k))} |" for label, k in (
               ("free heap after boot", "board_heap_free_after_boot"),
               ("free heap after 1,000 mixed requests", "board_heap_free_after_1000"),
-              ("smallest heap for 1,000 requests", "min_heap"))), "",
+              ("smallest heap for 1,000 requests", "min_heap"))),
+          f"| free heap after boot on home Wi-Fi, MQTT off / on (connected to Mosquitto) | "
+          f"{fmt_b(r['mqtt'].get('off'))} / {fmt_b(r['mqtt'].get('on'))} | |", "",
           "## An update over Wi-Fi against one over USB, the same change", "",
           "Two virtual NodeMCUs (ROMFS build) with the same flash; times include the restart and the check "
           "that the app serves again.", "",
