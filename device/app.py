@@ -54,17 +54,17 @@ def _nojs():
 
 
 def state(app, req):
-    # Everything the page shows, in one answer: the LEDs and the board. /api/leds and /api/status too.
+    # Everything the page shows, in one answer: the board and the LEDs. /api/leds and /api/status too.
+    # Each part fits the request's 1 KiB buffer, both together may not: the board's part is sent from it,
+    # then the LEDs' (its length counted first, for the head).
     guard.same_site(req)
     gc.collect()
     w = req.put
-    leds.write_json(w, app.lights)
     v = sys.implementation.version
     causes = CAUSES.split(",")
     cause = machine.reset_cause()
     mode, ssid, ip, why = app.wifi.status()
-    req.n -= 1  # the LEDs' closing brace: the board's keys follow in the same object
-    w(b',"firmware":"%d.%d.%d","mpy":%d,"uptime_s":%d,"heap_free":%d,"reset_cause":"%s","wifi":{"mode":"%s",'
+    w(b'{"firmware":"%d.%d.%d","mpy":%d,"uptime_s":%d,"heap_free":%d,"reset_cause":"%s","wifi":{"mode":"%s",'
       b'"ip":"%s","ssid":' % (v[0], v[1], v[2], sys.implementation._mpy & 0xFF,
                               time.ticks_diff(time.ticks_ms(), app.t0) // 1000, gc.mem_free(),
                               causes[cause] if cause < len(causes) else "other", mode, ip))
@@ -83,8 +83,21 @@ def state(app, req):
         w(b'{"state":"off","problem":"not enough free heap"}' if app.cfg["mqtt_host"] else b"null")
     w(b',"update_rolled_back":')  # why the last update over Wi-Fi was undone, until the next deploy
     w(app.rolled_back)
+    w(b',"leds":')
+    board = req.n
+    n = 1  # the closing brace
+
+    def count(part):
+        nonlocal n
+        n += len(part)
+
+    leds.write_list(count, app.lights)
+    server.start(req.sock, b"200 OK", server.JSON, board + n)
+    req.sock.write(memoryview(req.buf)[:board])
+    req.n = 0
+    leds.write_list(w, app.lights)
     w(b"}")
-    server.send_built(req, b"200 OK", server.JSON)
+    req.sock.write(memoryview(req.buf)[:req.n])
 
 
 def _action(req):
@@ -216,7 +229,7 @@ class App:
         self.saved = None  # restore "last": the LEDs' state as last written, and when (the first change
         self.saved_at = time.ticks_add(self.t0, -_SAVE_MS)  # is written at once)
         self.save_at = None  # restore "last": a change waits to be written then
-        self.button = machine.Pin(0, machine.Pin.IN)
+        self.button = None  # GPIO0, the FLASH button, unless an LED is wired there
         self.level = 1  # the FLASH button as last read (pressed: 0), and since when
         self.level_at = self.pressed_at = 0
         self.press = 0  # 0: up, 1: pressed (since pressed_at), 2: held long (its release does nothing)
@@ -298,6 +311,8 @@ class App:
         # The server's buffers first, while the heap is in one piece.
         self.srv = server.Server(self.handle, None, b"/api/settings", _SETTINGS_BODY)
         self.lights = leds.make(self.cfg["leds"])
+        if not [led for led in self.lights if led.gpio == 0]:
+            self.button = machine.Pin(0, machine.Pin.IN)
         self.saved = _restore().load(self.lights, self.cfg["restore"])
         import wifi
         import dns
@@ -332,7 +347,8 @@ class App:
             if self.mqtt:
                 self.mqtt.tick()
             now = time.ticks_ms()
-            self.poll_button(now)
+            if self.button:
+                self.poll_button(now)
             if self.save_at is not None and time.ticks_diff(now, self.save_at) >= 0:
                 self.save_at = None
                 self.saved_at = now

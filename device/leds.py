@@ -62,16 +62,16 @@ def tick(leds):
     return wait
 
 
-def write_json(w, leds):
-    w(b'{"leds":[')
+def write_list(w, leds):
+    w(b"[")
     for i, led in enumerate(leds):
         if i:
             w(b",")
         write_led(w, led)
-    w(b"]}")
+    w(b"]")
 
 
 def write_led(w, led):
-    w(b'{"name":"')
-    w(led.name)
-    w(b'","gpio":%d,"on":%s,"blink_ms":%d}' % (led.gpio, b"true" if led.is_on() else b"false", led.blink_ms))
+    # w(bytes): names are a-z, 0-9, - and _ (the rules), one byte a character.
+    w(b'{"name":"%s","gpio":%d,"on":%s,"blink_ms":%d}' % (
+        led.name, led.gpio, b"true" if led.is_on() else b"false", led.blink_ms))

@@ -210,3 +210,32 @@ def test_sim_ctl_pin_0_presses_the_flash_button_of_a_deployed_board(tmp_path_fac
         while not blue() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert blue() is True  # what the page shows at its next refresh
+
+
+BIG = {"ap_ssid": "A" * 32, "ap_key": "k" * 63, "wifi_ssid": "W" * 32, "wifi_key": "w" * 20, "hostname": "h" * 32,
+       "mqtt_host": "m" * 64, "mqtt_prefix": "p" * 40, "restore": "last",
+       "leds": [{"name": f"led{i}-".ljust(16, "x"), "gpio": g, "active_low": False}
+                for i, g in enumerate((0, 2, 4, 5, 12, 13, 14, 15))]}
+
+
+def test_the_state_of_the_largest_settings_is_answered_whole(tmp_path):
+    # 8 LEDs with the longest names, blinking, the longest SSIDs and names, home Wi-Fi and MQTT set: over
+    # the 1 KiB the board builds an answer in, still one valid answer.
+    with run_app(tmp_path, BIG) as app:
+        for led in BIG["leds"]:
+            assert app.post_json(f"/api/leds/{led['name']}", {"blink_ms": 60000})[0] == 200
+        status, headers, body = app.request("GET", "/api/state")
+        assert status == 200 and int(headers["content-length"]) == len(body) > 1024
+        s = json.loads(body)
+        assert [d["blink_ms"] for d in s["leds"]] == [60000] * 8 and s["wifi"]["home"] == "W" * 32
+
+
+def test_an_led_on_gpio0_is_not_taken_for_the_flash_button(tmp_path):
+    # GPIO0 is the FLASH button's pin; an LED wired there drives it: its changes are no presses.
+    cfg = {**VALID, "leds": [{"name": "first", "gpio": 2, "active_low": True},
+                             {"name": "zero", "gpio": 0, "active_low": False}]}
+    with run_app(tmp_path, cfg) as app:
+        for _ in range(4):
+            assert app.post_json("/api/leds/zero", {"toggle": True})[0] == 200
+            time.sleep(0.2)
+            assert app.get_json("/api/state")["leds"][0]["on"] is False
