@@ -41,6 +41,7 @@ def board(tmp_path, tmp_path_factory):
         sim.cfg = tomllib.loads(path.read_text())
         sim.dns_port = urlsplit(sim.dns).port
         answering(sim)
+        sim.wait_state(lambda s: s["wlan"].get("ap", {}).get("ssid"))  # the access point up and configured
         yield sim
 
 
