@@ -32,9 +32,30 @@ def clear():
     set_crashes(0)
 
 
+def romfs():
+    # Code deployed to the ROMFS partition has a copy in lib/ (after /rom on sys.path); code.id in both
+    # names it. No valid image there (a deploy was interrupted), or another one: said, and the copy runs.
+    try:
+        with open("lib/code.id") as f:
+            code = f.read()
+    except OSError:
+        return  # the code is stored as files
+    try:
+        with open("/rom/code.id") as f:
+            if f.read() == code:
+                return
+    except OSError:
+        pass
+    for p in ("/rom", "/rom/lib"):
+        if p in sys.path:
+            sys.path.remove(p)
+    print("espblink: the ROMFS partition does not hold this code: running its copy in lib/; run make deploy")
+
+
 def run():
     # Returns (config, warning, crashes so far) for the app, or None when it must not start.
     # GPIO0 is the FLASH button (pressed = low): held at power-on, the app stays off and the REPL free.
+    romfs()
     if machine.Pin(0, machine.Pin.IN).value() == 0:
         print("espblink: safe mode (FLASH button held at power-on): app not started, REPL free")
         return None
