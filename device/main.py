@@ -10,12 +10,7 @@ if boot:
     try:
         import app
     except Exception as e:  # an app that cannot even load is a crash too
-        sys.print_exception(e)
         import startup
 
-        startup.set_crashes(boot[2] + 1)
-        print("espblink: the app crashed as it loaded (%d in a row); rebooting" % (boot[2] + 1))
-        import machine
-
-        machine.reset()
+        startup.failed(e, boot[2])
     app.start(*boot)

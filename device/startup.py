@@ -27,6 +27,14 @@ def set_crashes(n):
         os.remove(CRASHES)
 
 
+def failed(e, n):
+    # The app could not even be imported (main.py): a crash like any other, counted, then a reset.
+    sys.print_exception(e)
+    set_crashes(n + 1)
+    print("espblink: the app crashed as it loaded (%d in a row); rebooting" % (n + 1))
+    machine.reset()
+
+
 def clear():
     # After fixing a crash: import startup; startup.clear(); then reset.
     set_crashes(0)

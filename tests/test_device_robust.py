@@ -264,3 +264,12 @@ def test_half_sent_requests_held_open_cost_no_answers_with_code_as_files(tmp_pat
         assert "handler error" not in app.output(), app.output()
         time.sleep(0.2)
         assert abs(app.get_json("/api/status")["heap_free"] - base) <= 256
+
+
+def test_an_app_that_cannot_even_load_is_counted_as_a_crash(tmp_path):
+    # An app.py that fails at import (here one put beside the deployed code, first on sys.path).
+    with run_app(tmp_path, VALID, files={"app.py": "raise ValueError('broken on purpose')\n"}, wait=False) as app:
+        app.wait_for("the app crashed as it loaded (1 in a row); rebooting")
+        assert "broken on purpose" in app.output()
+        app.proc.wait(timeout=10)  # machine.reset(): this MicroPython ends, the board would boot again
+    assert (tmp_path / "fs" / "crashes.txt").read_text() == "1"
