@@ -15,6 +15,7 @@ TOGGLE = (b"POST /api/leds/blue HTTP/1.1\r\nHost: 192.168.4.1\r\nX-Espblink: 1\r
           b"Content-Type: application/json\r\nContent-Length: 16\r\n\r\n{\"toggle\": true}")
 STATE = b"GET /api/state HTTP/1.1\r\nHost: 192.168.4.1\r\n\r\n"
 BOUND = 0.100  # the issue's bound for one toggle, seconds
+pytestmark = pytest.mark.serial  # timing bounds: run alone, not beside other xdist workers
 
 
 @pytest.fixture(scope="module")

@@ -222,6 +222,7 @@ def test_random_bytes_never_crash_the_board(app):
     assert app.get_json("/api/leds")["leds"]
 
 
+@pytest.mark.serial
 def test_slowloris_does_not_delay_a_toggle(app):
     stop = threading.Event()
 
