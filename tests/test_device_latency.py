@@ -135,11 +135,14 @@ def test_eight_clients_back_to_back_for_10_s_none_reset_none_waits_100_ms(app):
 
 
 def test_requests_that_arrived_are_answered_never_pushed_out(app):
-    # More complete requests than client slots, all sent before any is read: each gets its answer.
-    socks = [socket.create_connection(("127.0.0.1", app.port), timeout=6) for _ in range(12)]
+    # More complete requests than client slots, each sent as its connection opens, all before any answer
+    # is read: each gets its answer. (Opened all first and sent later, the first ones would rightly give
+    # way: a burst over the backlog waits for a SYN retry, and by then they had sent nothing for 1 s.)
+    socks = []
     try:
-        for s in socks:
-            s.sendall(STATE)
+        for _ in range(12):
+            socks.append(socket.create_connection(("127.0.0.1", app.port), timeout=6))
+            socks[-1].sendall(STATE)
         for s in socks:
             out = b""
             while chunk := s.recv(4096):
