@@ -18,8 +18,9 @@ def test_demo_flashes_deploys_serves_the_page_and_stops_on_ctrl_c(tmp_path):
     state.mkdir()
     (state / "notes.txt").write_text("the user's own file")
     (state / "flash.bin").write_bytes(b"\xff" * 0x200000 + b"an earlier board's file" + b"\xff" * 0x1FFFE9)
-    cmd = [*ESPBLINK, "sim", "demo", "--state", str(state), "--settings", str(tmp_path / "settings.toml")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    # Relative folders, as a user types them from where they work (an absolute --state was the only one working).
+    cmd = [*ESPBLINK, "sim", "demo", "--state", "demo", "--settings", "settings.toml"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, cwd=tmp_path)
     lines: list[str] = []
     try:
         threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
@@ -31,6 +32,7 @@ def test_demo_flashes_deploys_serves_the_page_and_stops_on_ctrl_c(tmp_path):
         assert "Ctrl-C stops the board" in out, out
         assert b"an earlier board's file" not in (state / "flash.bin").read_bytes()  # a fresh board
         assert (state / "notes.txt").exists()  # and nothing else in the folder lost
+        assert (tmp_path / "settings.toml").exists()  # the settings it deployed, where it was told
         assert "Hash of data verified" in out
         url = re.search(r"page is at (http://127\.0\.0\.1:\d+/)", out).group(1)
         with urllib.request.urlopen(url, timeout=10) as r:
