@@ -3,14 +3,17 @@
 # One UDP datagram per message, JSON, on loopback; ESPBLINK_HW holds the board's description.
 import json
 import os
+import select
 import socket
 
 cfg = json.loads(os.getenv("ESPBLINK_HW") or "{}")
-_sock = None
+_sock = _poller = None
 if cfg.get("hw"):
     _sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     _sock.connect(socket.getaddrinfo("127.0.0.1", cfg["hw"])[0][-1])
     _sock.setblocking(False)
+    _poller = select.poll()
+    _poller.register(_sock, select.POLLIN)
 
 
 def send(**msg):
@@ -22,8 +25,14 @@ def send(**msg):
 
 
 def poll():
-    # Apply what the host sent since the last call (pin levels, a dropped Wi-Fi link).
-    while _sock:
+    # Apply what the host sent since the last call (pin levels, a dropped Wi-Fi link). Reading a pin on
+    # the chip allocates nothing: with nothing sent, neither does this (ipoll gives no list, and no
+    # OSError is raised).
+    while _poller:
+        for _ in _poller.ipoll(0):
+            break
+        else:
+            return
         try:
             data = _sock.recv(512)
         except OSError:
