@@ -36,24 +36,26 @@ hwlink.send(ready=1)  # the filesystem is up: the virtual UART delivers what was
 
 
 def _run(name):
+    # As the port's pyexec_file: compiled straight from the file (imported, not read into a string first,
+    # so its source is not held on the heap while it runs), errors printed, Ctrl-C too.
     try:
-        f = open(name)
+        os.stat(name + ".py")
     except OSError:
         return
-    with f:
-        code = f.read()
     try:
-        exec(code, {"__name__": "__main__"})
+        __import__(name)
     except BaseException as e:  # Ctrl-C too: the port prints the traceback, then its REPL starts
         if isinstance(e, SystemExit):
             raise
         sys.print_exception(e)
+    finally:
+        sys.modules.pop(name, None)
 
 
 gc.collect()
-_run("boot.py")
+_run("boot")
 if not cfg.get("raw"):
-    _run("main.py")
+    _run("main")
 hwlink.send(wdt=0)  # at the REPL the ESP8266 port feeds the watchdog itself
 hwlink.send(repl=1)  # boot.py and main.py are done: the host can tell the board is idle
 del sys.modules["launch"]
