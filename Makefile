@@ -59,8 +59,11 @@ runtime: $(STAMP) multilib
 lint: $(STAMP)
 	$(PY) -m ruff check host tests bench
 
+# Four workers (the boards mostly wait on their serial links and sockets), one test file each; then the
+# tests that hold a timing bound (100 ms), alone.
 test: $(STAMP) debs lint runtime
-	$(PY) -m pytest
+	$(PY) -m pytest -n 4 --dist loadfile -m "not serial"
+	$(PY) -m pytest -m serial
 
 # The inner loop: host logic and device modules, no board, browser or broker (under a minute).
 test-fast: $(STAMP) runtime
