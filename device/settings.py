@@ -10,7 +10,9 @@ import guard
 import server
 
 PATH = "config.json"
-FIELDS = ("ap_ssid", "ap_key", "wifi_ssid", "wifi_key", "leds")
+FIELDS = ("ap_ssid", "ap_key", "wifi_ssid", "wifi_key", "leds", "mqtt_host", "mqtt_port", "mqtt_user",
+          "mqtt_password", "mqtt_prefix")
+SHOWN = ("ap_ssid", "wifi_ssid", "mqtt_host", "mqtt_user", "mqtt_prefix")  # never a key or password
 WRONG_ADMIN_MS = 3000  # one admin password guess per 3 s
 RESTART_MS = 1000  # time for the answer to reach the phone before the board restarts
 
@@ -27,11 +29,11 @@ def handle(app, req):
 def send_settings(req, cfg, lights):
     w = req.put
     w(b'{"admin":true,' if cfg["admin_password"] else b'{"admin":false,')
-    w(b'"ap_ssid":')
-    w(json.dumps(cfg["ap_ssid"]))
-    w(b',"wifi_ssid":')
-    w(json.dumps(cfg["wifi_ssid"]))
-    w(b',"hostname":"%s","leds":[' % cfg["hostname"])
+    for k in SHOWN:
+        w(b'"%s":' % k)
+        w(json.dumps(cfg[k]))
+        w(b",")
+    w(b'"mqtt_port":%d,"hostname":"%s","leds":[' % (cfg["mqtt_port"], cfg["hostname"]))
     for i, led in enumerate(lights):
         w(b'%s{"name":"%s","gpio":%d}' % (b"," if i else b"", led.name, led.gpio))
     w(b"]}")
@@ -72,14 +74,16 @@ def save(app, req):
             cfg = json.load(f)
     except (OSError, ValueError):
         raise server.HttpError(b"409 Conflict", "config.json is missing or corrupt on the board: run make deploy")
-    for k in ("ap_ssid", "wifi_ssid"):
+    for k in SHOWN + ("mqtt_port",):
         if k in d and d[k] != running[k]:
             cfg[k] = d[k]
     if cfg.get("wifi_ssid", "") != running["wifi_ssid"] or not cfg.get("wifi_ssid"):
         cfg["wifi_key"] = ""  # another home network, or none: the old network's key is not for it
-    for k in ("ap_key", "wifi_key"):
+    for k in ("ap_key", "wifi_key", "mqtt_password"):
         if d.get(k):
             cfg[k] = d[k]
+    if not cfg.get("mqtt_user"):
+        cfg["mqtt_password"] = ""  # no login, no password
     names = d.get("leds")
     if names is not None:
         leds = cfg.get("leds", rules.default_leds())

@@ -61,6 +61,7 @@ def app(tmp_path):
 def test_settings_api_shows_the_settings_but_no_secret(app):
     s = app.get_json("/api/settings")
     assert s == {"admin": True, "ap_ssid": "espblink-test", "wifi_ssid": "home", "hostname": "espblink-test",
+                 "mqtt_host": "", "mqtt_port": 1883, "mqtt_user": "", "mqtt_prefix": "",
                  "leds": [{"name": "blue", "gpio": 2}, {"name": "red", "gpio": 16}, {"name": "ext", "gpio": 5}]}
     status, _, body = app.request("GET", "/api/settings")
     for secret in (ADMIN, VALID["ap_key"], CONFIG["wifi_key"]):
@@ -167,3 +168,19 @@ def test_connectivity_checks_and_unknown_names_are_sent_to_the_page(tmp_path, ho
         status, _, _ = app.request("POST", "/api/leds/blue", '{"toggle": true}',
                                    {"Host": host, "Content-Type": "application/json", "X-Espblink": "1"})
         assert status == (200 if host == "192.168.4.1" else 403)
+
+
+def test_mqtt_settings_are_shown_without_the_password_and_saved_checked(app):
+    s = app.get_json("/api/settings")
+    assert (s["mqtt_host"], s["mqtt_port"], s["mqtt_user"]) == ("", 1883, "") and "mqtt_password" not in s
+    status, body = post_settings(app, {"admin": ADMIN, "mqtt_host": "192.168.1.10", "mqtt_port": 0})
+    assert status == 400 and "mqtt_port" in body  # named, nothing written
+    assert "mqtt_host" not in json.loads((app.fs / "config.json").read_text())
+    time.sleep(3.1)  # one admin password guess per 3 s: that was not a wrong password, but be safe
+    status, body = post_settings(app, {"admin": ADMIN, "mqtt_host": "192.168.1.10", "mqtt_port": 1884,
+                                       "mqtt_user": "ha", "mqtt_password": "broker secret"})
+    assert status == 200, body
+    app.proc.wait(timeout=10)
+    cfg = json.loads((app.fs / "config.json").read_text())
+    assert (cfg["mqtt_host"], cfg["mqtt_port"], cfg["mqtt_user"], cfg["mqtt_password"]) == (
+        "192.168.1.10", 1884, "ha", "broker secret")

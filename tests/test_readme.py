@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 from espblink import paths
 from nodemcu import runtime
