@@ -221,6 +221,16 @@ def test_ctrl_c_interrupts_main_py(board, tmp_path):
     assert mpremote(board, "rm", ":main.py").returncode == 0
 
 
+def test_what_is_typed_while_main_py_runs_reaches_the_repl_after_it(board, tmp_path):
+    # The UART keeps what arrives while main.py runs; the REPL reads it once main.py has ended.
+    (tmp_path / "main.py").write_text("import time\nprint('main.py running')\ntime.sleep_ms(1500)\n")
+    assert mpremote(board, "fs", "cp", str(tmp_path / "main.py"), ":main.py").returncode == 0
+    out = board.uart(20, action=board.power_cycle, until=b"main.py running")
+    assert b"main.py running" in out
+    out = board.uart(10, send=b"print(6*7)\r", until=b"42\r\n", drain=False)
+    assert b"42\r\n" in out, out
+
+
 def test_gpio_levels_and_a_starved_watchdog_reset(board):
     start = len(board.console)
     boots = board.state()["boots"]
