@@ -13,9 +13,10 @@ import pytest
 from device_support import VALID, run_app
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    with run_app(tmp_path_factory.mktemp("board"), VALID) as a:
+@pytest.fixture
+def app(tmp_path):
+    """A board of the test's own: none depends on what another did to its LEDs, slots or heap."""
+    with run_app(tmp_path, VALID) as a:
         yield a
 
 

@@ -18,9 +18,10 @@ BOUND = 0.100  # the issue's bound for one toggle, seconds
 pytestmark = pytest.mark.serial  # timing bounds: run alone, not beside other xdist workers
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    with run_app(tmp_path_factory.mktemp("board"), VALID) as a:
+@pytest.fixture
+def app(tmp_path):
+    """A board of the test's own: none depends on what another did to its LEDs, slots or heap."""
+    with run_app(tmp_path, VALID) as a:
         yield a
 
 

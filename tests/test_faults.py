@@ -19,9 +19,10 @@ TOGGLE_BLUE = (b"POST /api/leds/blue HTTP/1.1\r\nHost: 192.168.4.1\r\nX-Espblink
                b"Content-Type: application/json\r\nContent-Length: 16\r\n\r\n{\"toggle\": true}")
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    with run_app(tmp_path_factory.mktemp("board"), VALID) as a:
+@pytest.fixture
+def app(tmp_path):
+    """A board of the test's own: none depends on what another did to its LEDs, slots or heap."""
+    with run_app(tmp_path, VALID) as a:
         yield a
 
 

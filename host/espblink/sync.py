@@ -203,11 +203,14 @@ def open_board(port: str) -> SerialTransport:
     except (TransportError, serial.SerialException, OSError) as e:
         raise UserError(ports.explain(port, e)) from None
     for _ in range(3):  # a board that is rebooting (a crashing app) answers a moment later
+        read = io.StringIO()
         try:
-            with contextlib.redirect_stdout(io.StringIO()):  # mpremote prints what it read when it fails
+            with contextlib.redirect_stdout(read):  # mpremote prints what it read when it fails
                 t.enter_raw_repl(soft_reset=True)
             return t
         except TransportError:
+            if read.getvalue().strip() in ("", "b''"):
+                break  # not a byte in 10 s (an erased chip, no firmware): asking again will not help
             time.sleep(1.5)
     t.close()
     raise UserError(f"no MicroPython answers on {port}: flash it first with `make flash PORT={port}` "

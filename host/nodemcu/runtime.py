@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -168,9 +169,18 @@ def build() -> Build:
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free now, for a board to bind at each boot. Taken below Linux's ephemeral range
+    (32768 and up), where every socket bound to port 0 and every outgoing connection gets its port: one of
+    those could take it while the board restarts."""
+    for _ in range(200):
+        port = random.randrange(20000, 32768)
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise BuildError("no free loopback port between 20000 and 32767")
 
 
 class HwLink:
