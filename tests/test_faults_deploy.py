@@ -25,8 +25,8 @@ from sim_support import ESPBLINK, mpremote, running_sim
 OLD_DEPLOY = """\
 import functools, sys
 from pathlib import Path
-from espblink import build, cli
-build.build = functools.partial(build.build, src=Path(sys.argv[1]))
+from espblink import cli, sync
+sync.build_for_board = functools.partial(sync.build_for_board, src=Path(sys.argv[1]))
 sys.exit(cli.main(sys.argv[2:]))
 """
 SEED = 8266

@@ -7,6 +7,13 @@ import select
 import socket
 
 cfg = json.loads(os.getenv("ESPBLINK_HW") or "{}")
+# Input levels held by the outside world, by GPIO number (JSON names them as text: read as numbers once,
+# so reading a pin allocates nothing).
+pins = {}
+_held = cfg.pop("pins", None) or {}
+for _k in _held:
+    pins[int(_k)] = _held[_k]
+del _held
 _sock = _poller = None
 if cfg.get("hw"):
     _sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -43,7 +50,8 @@ def poll():
             continue
         for k in msg:
             if k == "pins":
-                cfg.setdefault("pins", {}).update(msg[k])
+                for p in msg[k]:
+                    pins[int(p)] = msg[k][p]
             else:
                 cfg[k] = msg[k]
 

@@ -14,13 +14,9 @@ _mode = bytearray(b"\xff" * 17)
 _level = bytearray(17)
 
 
-_KEYS = tuple(str(n) for n in range(17))  # the host names pins by number as text: made once, not per read
-
-
 def _input_level(n):
     hwlink.poll()
-    pins = hwlink.cfg.get("pins")
-    v = pins.get(_KEYS[n]) if pins else None
+    v = hwlink.pins.get(n)
     if v is None:
         # Undriven: GPIO0, 2 and 15 have board pull-ups/downs; the rest read high with PULL_UP.
         return 0 if n == 15 else 1
