@@ -112,12 +112,7 @@ def _action(req):
             nested += 1
     if nested > 4:
         raise server.HttpError(server.BAD, "body must be one flat JSON object")
-    try:
-        d = json.loads(bytes(req.body))
-    except ValueError:
-        raise server.HttpError(server.BAD, "body is not JSON")
-    if not isinstance(d, dict):
-        raise server.HttpError(server.BAD, "body must be a JSON object")
+    d = server.json_object(req.body)
     blink = d.get("blink_ms")
     if blink is not None and type(blink) is not int:
         raise server.HttpError(server.BAD, "blink_ms must be a whole number")

@@ -5,6 +5,7 @@
 # in a bytes object of its size (up to _STASHED bytes for all of them together) and gives the buffer
 # back, so a client sending a byte a second holds no buffer. Every client has a deadline for its whole request. Every response is Connection: close.
 import gc
+import json
 import select
 import socket
 import time
@@ -168,6 +169,17 @@ def send_file(req, f, ctype, extra=b"", feed=None):
                 feed()
             req.sock.write(mv[:n])
             n = f.readinto(req.buf)
+
+
+def json_object(body):
+    # A body that must be one JSON object: the object, or a 400 that says what is wrong.
+    try:
+        d = json.loads(bytes(body))
+    except ValueError:
+        raise HttpError(BAD, "body is not JSON")
+    if not isinstance(d, dict):
+        raise HttpError(BAD, "body must be a JSON object")
+    return d
 
 
 class Server:

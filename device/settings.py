@@ -56,12 +56,7 @@ def check_admin(app, d, cfg):
 def save(app, req):
     # A key field left empty keeps its key; a field equal to the running value leaves the stored one
     # (which may be empty: "automatic") alone.
-    try:
-        d = json.loads(bytes(req.body))
-    except ValueError:
-        raise server.HttpError(server.BAD, "body is not JSON")
-    if not isinstance(d, dict):
-        raise server.HttpError(server.BAD, "body must be a JSON object")
+    d = server.json_object(req.body)
     running = app.cfg
     check_admin(app, d, running)
     import rules  # only now: the page and a refused password do not need it

@@ -111,8 +111,9 @@ class App:
 @contextmanager
 def run_app(tmp: Path, config: dict[str, Any] | str | None = None, heap: int = NodeMCU.HEAP,
             pins: dict[int, int] | None = None, files: dict[str, str] | None = None,
-            wait: bool = True) -> Iterator[App]:
-    """`espblink run` with the board's filesystem in tmp; config as a dict (JSON) or raw text."""
+            wait: bool = True, code_as_files: bool = False) -> Iterator[App]:
+    """`espblink run` with the board's filesystem in tmp; config as a dict (JSON) or raw text. The code in a
+    ROMFS partition as on a NodeMCU (2 MB and up), or with code_as_files as .mpy files (1 MB boards)."""
     fs = tmp / "fs"
     fs.mkdir(exist_ok=True)
     if config is not None:
@@ -120,7 +121,8 @@ def run_app(tmp: Path, config: dict[str, Any] | str | None = None, heap: int = N
     for name, text in (files or {}).items():
         (fs / name).write_text(text)
     port = runtime.free_port()
-    cmd = [*ESPBLINK, "run", "--http-port", str(port), "--heap", str(heap), "--dir", str(fs)]
+    cmd = [*ESPBLINK, "run", "--http-port", str(port), "--heap", str(heap), "--dir", str(fs),
+           *(["--files"] if code_as_files else [])]
     for gpio, level in (pins or {}).items():
         cmd += ["--pin", f"{gpio}={level}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)

@@ -8,17 +8,13 @@ its code in ROMFS (the FLASH_2M_ROMFS build deploy writes there: code runs from 
 from __future__ import annotations
 
 import json
-import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from device_support import ESPBLINK, VALID, App, run_app
-from nodemcu import runtime
+from device_support import VALID, run_app
 
 ADMIN = "open sesame 42"
 CONFIG = {**VALID, "admin_password": ADMIN, "wifi_ssid": "home", "wifi_key": "home key 123"}
@@ -30,26 +26,9 @@ def post_settings(app, body: dict, headers: dict | None = None) -> tuple[int, st
     status, _, out = app.request("POST", "/api/settings", json.dumps(body), headers or API)
     return status, out.decode()
 
-@contextmanager
-def files_app(tmp: Path, config: dict[str, Any]) -> Iterator[App]:
+def files_app(tmp: Path, config: dict[str, Any]):  # noqa: ANN201
     """`espblink run --files`: the 1 MB layout, the modules as .mpy files (imported into the heap)."""
-    fs = tmp / "fs"
-    fs.mkdir()
-    (fs / "config.json").write_text(json.dumps(config))
-    port = runtime.free_port()
-    proc = subprocess.Popen([*ESPBLINK, "run", "--files", "--http-port", str(port), "--dir", str(fs)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-    app = App(proc, port, fs)
-    try:
-        app.wait_for(app.url, timeout=30)
-        yield app
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return run_app(tmp, config, code_as_files=True)
 
 
 @pytest.fixture
