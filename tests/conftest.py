@@ -19,7 +19,7 @@ PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touc
                        "Chrome/150.0 Mobile Safari/537.36"}
 
 
-FAST = {"test_host", "test_device_api", "test_dns", "test_device_units", "test_docs"}
+FAST = {"test_host", "test_device_api", "test_dns", "test_device_units", "test_docs", "test_runtime"}
 
 
 def pytest_configure(config):

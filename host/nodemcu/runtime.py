@@ -42,6 +42,11 @@ TARBALL = f"micropython-{RELEASE}-src.tar.xz"
 SOURCES = [Path(p) for p in os.environ.get("ESPBLINK_MICROPYTHON_SRC", "").split(os.pathsep) if p] + [
     ROOT.parent / "shared" / "micropython" / TARBALL, ROOT / "firmware" / "downloads" / TARBALL]
 HEAP = 38912  # ports/esp8266/main.c: static char heap[38 * 1024]
+# Where the unix port's C differs from the board's in a way device code meets, the build mends it: the
+# board's sockets are lwIP's (extmod/modlwip.c), which have sendall(); the unix port's have not.
+PATCHES = [("ports/unix/modsocket.c", "    { MP_ROM_QSTR(MP_QSTR_send), MP_ROM_PTR(&socket_send_obj) },\n",
+            "    { MP_ROM_QSTR(MP_QSTR_send), MP_ROM_PTR(&socket_send_obj) },\n"
+            "    { MP_ROM_QSTR(MP_QSTR_sendall), MP_ROM_PTR(&mp_stream_write_obj) },\n")]
 
 
 class BuildError(Exception):
@@ -78,7 +83,7 @@ def can_build_32bit() -> bool:
 
 def _key(src: Path, bits: int) -> str:
     h = hashlib.sha256()
-    h.update(f"{src.stat().st_size}:{bits}".encode())
+    h.update(f"{src.stat().st_size}:{bits}:{PATCHES!r}".encode())
     with open(src, "rb") as f:
         h.update(hashlib.file_digest(f, "sha256").digest())
     for f in sorted(p for p in VARIANT.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
@@ -117,6 +122,12 @@ class Build:
                     top = tar.getnames()[0].split("/")[0]
                     tar.extractall(self.dir, filter="data")
                 (self.dir / top).rename(tree)
+                for name, old, new in PATCHES:
+                    f = tree / name
+                    text = f.read_text()
+                    if old not in text:
+                        raise BuildError(f"{name} of this MicroPython source is not the one {RELEASE} has")
+                    f.write_text(text.replace(old, new, 1))
             jobs = f"-j{os.cpu_count() or 2}"
             m32 = ["MICROPY_FORCE_32BIT=1"] if self.bits == 32 else []
             self._run(["make", "-C", str(tree / "mpy-cross"), jobs])  # first, on its own (see its README)

@@ -1,0 +1,39 @@
+"""The virtual board's MicroPython is the board's: the release, 32-bit, its heap, what its build leaves out,
+what its frozen modules and lwIP sockets offer (fast: one MicroPython process a test, no board)."""
+
+from __future__ import annotations
+
+import subprocess
+
+from nodemcu import runtime
+
+CHECK = """\
+import sys, gc, socket, vfs, builtins
+print(sys.implementation.version[:3] == (1, 27, 0), sys.maxsize == 2**31 - 1, gc.mem_free() + gc.mem_alloc())
+print([hasattr(x, n) for x, n in ((b"", "partition"), ("", "center"), ("", "splitlines"), (builtins, "setattr"))])
+print(1.0 + 2**-30 == 1.0)  # single-precision floats, as the ESP8266 build's
+import umqtt.simple, umqtt.robust, requests, ntptime, asyncio, flashbdev, inisetup  # frozen, as on the board
+print(hasattr(socket.socket(), "sendall"), hasattr(vfs, "VfsLfs2"), hasattr(vfs, "VfsFat"), hasattr(vfs, "VfsRom"))
+"""
+
+
+def run(tmp_path, script: str) -> list[str]:
+    (tmp_path / "check.py").write_text(script)
+    p = runtime.run(["check.py"], tmp_path, hw={"flash_size": 4 << 20, "flash_user_start": 0x100000},
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out, _ = p.communicate(timeout=30)
+    assert p.returncode == 0, out
+    return out.splitlines()
+
+
+def test_the_board_s_micropython_release_word_size_heap_and_features(tmp_path):
+    release, missing, single, extras = run(tmp_path, CHECK)
+    assert release == "True True 38016"
+    assert missing == "[False, False, False, False]"  # compiled out of the ESP8266 build: code must not use them
+    assert single == "True"
+    assert extras == "True True True True"  # lwIP's sendall; littlefs, FAT and ROMFS filesystems
+
+
+def test_a_bigger_program_than_the_heap_fails_as_on_the_board(tmp_path):
+    out = run(tmp_path, "try:\n    b = bytearray(40000)\nexcept MemoryError:\n    print('MemoryError')\n")
+    assert out == ["MemoryError"]
