@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from espblink import cli, ota, paths, settings, sync
+from espblink import cli, keys, paths, settings, sync
 
 SECRET_KEY = "board-only-key-123"  # set "on the board": must never be printed
 
@@ -235,7 +235,7 @@ def dict_board(monkeypatch):
     monkeypatch.setattr(sync, "build_for_board", lambda mpy, cfg: {
         "app.mpy": board.code, "boot.py": b"boot", "main.py": b"main", "config.json": settings.render(cfg)})
     monkeypatch.setattr(sync, "restart_and_watch", lambda port: ("http://192.168.4.1/", "espblink-test"))
-    monkeypatch.setattr(ota, "ensure_key", lambda *a: None)  # the deploy key: test_ota's part
+    monkeypatch.setattr(keys, "ensure_key", lambda *a: None)  # the deploy key: test_ota's part
     return board
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from espblink import image, ota, paths, settings, sync
+from espblink import image, keys, ota, paths, settings, sync
 from espblink.errors import UserError
 from nodemcu.flash import SIZE
 from sim_support import ESPBLINK, running_sim
@@ -75,11 +75,11 @@ def golden(tmp_path_factory):
         assert "deploy key: a new one" in r.stdout and "code in ROMFS" in r.stdout
     new = tmp / "new.toml"
     new.write_text(settings_path.read_text().replace('name = "red"', 'name = "rot"'))
-    keys = ota.load_keys(ota.keys_path(settings_path))
-    assert len(keys) == 1 and len(next(iter(keys.values()))) == 64
-    assert ota.key_id(next(iter(keys.values()))) == next(iter(keys))
+    held = keys.load_keys(keys.keys_path(settings_path))
+    assert len(held) == 1 and len(next(iter(held.values()))) == 64
+    assert keys.key_id(next(iter(held.values()))) == next(iter(held))
     return {"tmp": tmp, "flash": state / "flash.bin", "old": settings_path, "new": new,
-            "key": next(iter(keys.values()))}
+            "key": next(iter(held.values()))}
 
 
 def copy_board(golden, name: str) -> Path:

@@ -9,7 +9,7 @@ import sys
 from espblink.errors import UserError
 
 # Each module adds its own subcommands with register(subparsers).
-COMMAND_MODULES = ("runner", "build", "flash", "sync", "board", "sim", "fleet", "boards")
+COMMAND_MODULES = ("runner", "build", "flash", "deploy", "board", "sim", "fleet", "boards")
 
 
 def parser() -> argparse.ArgumentParser:

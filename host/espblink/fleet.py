@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from espblink import ota, settings, sync
+from espblink import keys, ota, settings, sync
 from espblink.errors import UserError
 
 JOBS = 4
@@ -49,7 +49,7 @@ def read_fleet(path: Path) -> list[Board]:
         name, address, key = words
         if key != "-" and not re.fullmatch(r"[0-9a-fA-F]{64}", key):
             problems.append(f"line {i}: the key of {name} must be 64 hex digits, or - for the one in "
-                            f"{ota.KEYS_FILE}")
+                            f"{keys.KEYS_FILE}")
             continue
         if any(b.name == name for b in boards):
             problems.append(f"line {i}: {name} is named twice")

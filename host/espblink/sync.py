@@ -19,7 +19,6 @@ is neither that one nor the one this deploy would write is kept, and its differe
 
 from __future__ import annotations
 
-import argparse
 import binascii
 import contextlib
 import hashlib
@@ -37,7 +36,7 @@ from mpremote.romfs import VfsRomWriter
 from mpremote.transport import TransportError, TransportExecError
 from mpremote.transport_serial import SerialTransport
 
-from espblink import build, paths, ports, qr, settings
+from espblink import build, keys, paths, ports, qr, settings
 from espblink.errors import UserError
 
 MANIFEST = ".deployed"  # on the board: the files the last deploy wrote, "name sha256" a line
@@ -432,9 +431,8 @@ def deploy(port: str | None, settings_path: Path = settings.DEFAULT, replace_set
                   + ("" if new_image else ": the board's partition holds this image already, not written"))
         else:
             print("code as files")
-        from espblink import ota  # (ota uses this module's plan)
 
-        ota.ensure_key(t, board_files, settings_path)  # the deploy key for updates over Wi-Fi, on the board and here
+        keys.ensure_key(t, board_files, settings_path)  # the deploy key for updates over Wi-Fi, on the board and here
         leave_raw_repl(t)
     except TransportExecError as e:
         raise UserError(f"the board refused a file operation: {e.error_output.strip()}") from None
@@ -453,26 +451,3 @@ def deploy(port: str | None, settings_path: Path = settings.DEFAULT, replace_set
     if board_cfg:
         print(f"settings: the board runs on its own settings, not {settings_path.name}'s (see above)")
     return p
-
-
-def cmd_deploy(args: argparse.Namespace) -> int:
-    if args.ota:
-        from espblink import ota
-
-        return ota.cmd_deploy(args)
-    deploy(args.port, Path(args.settings), replace_settings=args.replace_settings)
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("deploy", help="build for the board's firmware and copy what changed; restart and check")
-    p.add_argument("--port", help="serial port or URL (default: the one NodeMCU found)")
-    p.add_argument("--settings", default=str(settings.DEFAULT), help="settings file (default: settings.toml)")
-    p.add_argument("--replace-settings", action="store_true",
-                   help="overwrite the board's config.json with the settings file even if it was changed on the "
-                   "board (its settings page) since the last deploy; without it such a config.json is kept")
-    p.add_argument("--ota", metavar="http://BOARD/", help="update the board over Wi-Fi (its address or hostname) "
-                   "instead of USB, with the deploy key the first USB deploy set")
-    p.set_defaults(func=cmd_deploy)
-
-
