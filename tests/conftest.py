@@ -46,6 +46,18 @@ def board_micropython():
     return runtime.build()
 
 
+@pytest.fixture
+def deployed_board(tmp_path, tmp_path_factory):
+    """A virtual board as `make flash deploy` leaves it, its settings file beside it, its app serving."""
+    from sim_support import deployed, running_sim
+
+    state, settings = deployed(tmp_path / "deployed", tmp_path_factory)
+    with running_sim(state) as sim:
+        sim.settings = settings
+        sim.serving()
+        yield sim
+
+
 @pytest.fixture(scope="session")
 def pw():
     """Playwright, started once: its sync API cannot run twice at a time."""

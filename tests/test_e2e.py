@@ -13,7 +13,7 @@ import time
 import pytest
 
 from espblink import paths
-from sim_support import deployed, firmware_file, mpremote, running_sim
+from sim_support import firmware_file, mpremote, running_sim
 
 
 def make(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -32,13 +32,8 @@ def fresh(tmp_path):
 
 
 @pytest.fixture
-def board(tmp_path, tmp_path_factory):
-    """A board as `make flash deploy` left it, its settings file beside it, its app serving."""
-    state, settings = deployed(tmp_path / "deployed", tmp_path_factory)
-    with running_sim(state) as sim:
-        sim.settings = settings
-        sim.serving()
-        yield sim
+def board(deployed_board):
+    return deployed_board
 
 
 def deploy(board, settings=None) -> subprocess.CompletedProcess:

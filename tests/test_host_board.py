@@ -13,7 +13,7 @@ import pytest
 from host_support import serving
 
 from espblink import firmware, flash, image, paths
-from sim_support import BUILD, deployed, flashed, mpremote, running_sim
+from sim_support import BUILD, flashed, mpremote, running_sim
 
 
 def espblink(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -26,13 +26,8 @@ def led_names(board) -> list[str]:  # noqa: ANN001
 
 
 @pytest.fixture
-def board(tmp_path, tmp_path_factory):
-    """A board as `make flash deploy` left it, its settings file beside it, its app serving."""
-    state, settings = deployed(tmp_path / "deployed", tmp_path_factory)
-    with running_sim(state) as sim:
-        sim.settings = settings
-        sim.serving()
-        yield sim
+def board(deployed_board):
+    return deployed_board
 
 
 def test_flash_downloads_the_build_for_the_chips_flash_size(tmp_path, capsys):
