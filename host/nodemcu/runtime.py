@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures
 import ctypes
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -154,29 +155,35 @@ class Build:
                                 "the 32-bit build)")
 
 
-_BITS: list[int] = []
-
-
+@functools.cache
 def _cached_bits() -> int:
-    if not _BITS:
-        _BITS.append(32 if can_build_32bit() else 64)
-    return _BITS[0]
+    return 32 if can_build_32bit() else 64
 
 
-_BUILT: list[Build] = []
-
-
+@functools.cache
 def build() -> Build:
     """The board's MicroPython, built on first use."""
-    if not _BUILT:
-        b = Build()
-        if not b.ready():
-            b.make()
-        if b.bits != 32:
-            _say("this host cannot build 32-bit programs: the virtual board runs a 64-bit build of the same "
-                 "variant, where objects take about twice the heap they take on the board")
-        _BUILT.append(b)
-    return _BUILT[0]
+    b = Build()
+    if not b.ready():
+        b.make()
+    if b.bits != 32:
+        _say("this host cannot build 32-bit programs: the virtual board runs a 64-bit build of the same "
+             "variant, where objects take about twice the heap they take on the board")
+    return b
+
+
+def _env(hw: dict[str, Any], ports: dict[int, int] | None, path: str) -> dict[str, str]:
+    """The environment the board's MicroPython starts in: hw for the shims, binds moved by ports, the
+    ROMFS partition where hw names one, module path `path`; nothing of this host's MicroPython settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MICROPY", "ESPBLINK_"))}
+    env["MICROPYPATH"] = path
+    env["ESPBLINK_HW"] = json.dumps(hw)
+    if ports:
+        env["ESPBLINK_PORTMAP"] = ",".join(f"{a}={p}" for a, p in ports.items())
+        env["LD_PRELOAD"] = str(build().portmap)
+    if hw.get("romfs") and (hw.get("romfs_file") or hw.get("flash")):
+        env["ESPBLINK_ROMFS"] = "%s:%d:%d" % (hw.get("romfs_file") or hw["flash"], *hw["romfs"])
+    return env
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -239,15 +246,8 @@ def launch(cwd: Path, hw: dict[str, Any], link: HwLink, ports: dict[int, int], h
     "flash_user_start", "romfs" ([offset, size] of a ROMFS partition in "flash", or in "romfs_file" when the
     board has no flash image), "mac", "pins" (input levels held),
     "sta" (networks in range), "reset_cause", "raw" (soft reset back into the raw REPL)."""
-    b = build()
-    cmd = [str(b.exe), "-X", f"heapsize={heap}", *(["-i"] if repl else []), "-c", "import launch"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MICROPY", "ESPBLINK_"))}
-    env["ESPBLINK_HW"] = json.dumps({**hw, "hw": link.port})
-    env["ESPBLINK_PORTMAP"] = ",".join(f"{a}={p}" for a, p in ports.items())
-    env["MICROPYPATH"] = ".frozen"
-    env["LD_PRELOAD"] = str(b.portmap)
-    if hw.get("romfs") and (hw.get("romfs_file") or hw.get("flash")):
-        env["ESPBLINK_ROMFS"] = "%s:%d:%d" % (hw.get("romfs_file") or hw["flash"], *hw["romfs"])
+    cmd = [str(build().exe), "-X", f"heapsize={heap}", *(["-i"] if repl else []), "-c", "import launch"]
+    env = _env({**hw, "hw": link.port}, ports, ".frozen")
     # Started from one long-lived thread: the kernel's parent-death signal follows the creating thread.
     pre = _on_its_terminal if repl else _die_with_parent
     return _SPAWNER.submit(subprocess.Popen, cmd, cwd=cwd, env=env, preexec_fn=pre, **popen).result()
@@ -257,12 +257,7 @@ def run(args: Iterable[str], cwd: Path, heap: int = HEAP, hw: dict[str, Any] | N
         ports: dict[int, int] | None = None, **popen: Any) -> subprocess.Popen:
     """A plain script on the board's MicroPython, the shims told about the board by hw (no link to a host
     board), binds moved by ports: for reading its flash, tests and the bench."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MICROPY", "ESPBLINK_"))}
-    env["MICROPYPATH"] = ".frozen:"
-    env["ESPBLINK_HW"] = json.dumps(hw or {})
-    if ports:
-        env["ESPBLINK_PORTMAP"] = ",".join(f"{a}={p}" for a, p in ports.items())
-        env["LD_PRELOAD"] = str(build().portmap)
+    env = _env(hw or {}, ports, ".frozen:")
     return subprocess.Popen([str(build().exe), "-X", f"heapsize={heap}", *args], cwd=cwd, env=env,
                             preexec_fn=_die_with_parent, **popen)
 
