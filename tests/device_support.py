@@ -108,6 +108,16 @@ class App:
             return out
 
 
+def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """Ask a process to end (SIGTERM), and kill it if it has not within timeout seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextmanager
 def run_app(tmp: Path, config: dict[str, Any] | str | None = None, heap: int = NodeMCU.HEAP,
             pins: dict[int, int] | None = None, files: dict[str, str] | None = None,
@@ -132,12 +142,7 @@ def run_app(tmp: Path, config: dict[str, Any] | str | None = None, heap: int = N
             app.wait_for(app.url, timeout=30)
         yield app
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 5)
 
 
 VALID = {"ap_ssid": "espblink-test", "ap_key": "correct horse battery", "leds": [
@@ -145,3 +150,31 @@ VALID = {"ap_ssid": "espblink-test", "ap_key": "correct horse battery", "leds": 
     {"name": "red", "gpio": 16, "active_low": True},
     {"name": "ext", "gpio": 5, "active_low": False},
 ]}
+
+
+@contextmanager
+def slowloris(port: int, clients: int) -> Iterator[None]:
+    """`clients` threads sending a request one byte a second, again each time the board cuts them at its
+    deadline, until the block ends."""
+    stop = threading.Event()
+
+    def slow() -> None:
+        while not stop.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                    for b in b"GET /api/leds HTTP/1.1\r\nHost: 192.168.4.1\r\n":
+                        s.sendall(bytes([b]))
+                        if stop.wait(1.0):
+                            return
+            except OSError:
+                pass
+
+    threads = [threading.Thread(target=slow, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=5)

@@ -24,16 +24,12 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
+from device_support import stop
 from espblink.errors import UserError
+from nodemcu import runtime
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Broker:
@@ -41,7 +37,7 @@ class Broker:
         if not Path(MOSQUITTO).exists():
             raise UserError("mosquitto is not installed: run `make mosquitto` (Debian's package)")
         self.folder = folder
-        self.port = free_port()
+        self.port = runtime.free_port()  # kept across a restart: below the ephemeral range
         self.host = "127.0.0.1"
         self.log = folder / "mosquitto.log"
         lines = [f"listener {self.port} 127.0.0.1", "persistence true", f"persistence_location {folder}/",
@@ -74,12 +70,7 @@ class Broker:
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop(self.proc)
 
     def log_lines(self, text: str) -> list[str]:
         try:

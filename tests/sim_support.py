@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from device_support import stop
 from espblink import image, settings
 from nodemcu.control import control
 from nodemcu.flash import SIZE
@@ -131,12 +132,7 @@ class Sim:
         return out
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop(self.proc)
 
 
 @contextmanager

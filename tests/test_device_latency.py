@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from device_support import VALID, run_app
+from device_support import VALID, run_app, slowloris
 
 TOGGLE = (b"POST /api/leds/blue HTTP/1.1\r\nHost: 192.168.4.1\r\nX-Espblink: 1\r\n"
           b"Content-Type: application/json\r\nContent-Length: 16\r\n\r\n{\"toggle\": true}")
@@ -59,33 +59,13 @@ def test_six_idle_connections_then_every_toggle_within_100_ms(app):
 
 def test_six_slowloris_clients_then_every_toggle_within_100_ms(app):
     # Six clients sending a request one byte a second (each is cut at the deadline and comes back).
-    stop = threading.Event()
-
-    def slow() -> None:
-        while not stop.is_set():
-            try:
-                with socket.create_connection(("127.0.0.1", app.port), timeout=10) as s:
-                    for b in b"GET /api/leds HTTP/1.1\r\nHost: 192.168.4.1\r\n":
-                        s.sendall(bytes([b]))
-                        if stop.wait(1.0):
-                            return
-            except OSError:
-                pass
-
-    clients = [threading.Thread(target=slow, daemon=True) for _ in range(6)]
-    for c in clients:
-        c.start()
-    try:
+    with slowloris(app.port, 6):
         time.sleep(1.5)
         times = []
         for _ in range(50):
             times += toggles(app, 1)
             time.sleep(0.05)  # over the slow clients' deadlines: some of them reconnect meanwhile
         assert max(times) < BOUND, sorted(times)[-5:]
-    finally:
-        stop.set()
-        for c in clients:
-            c.join(timeout=5)
 
 
 def eight_clients(port: int, seconds: float = 10) -> list[tuple[bytes, float] | Exception]:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from device_support import VALID, run_app
+from device_support import VALID, run_app, slowloris
 
 DEADLINE = 4.0  # the board's per-request deadline (server.REQUEST_MS)
 # A complete toggle of the blue LED, as the page's script sends it.
@@ -225,23 +224,7 @@ def test_random_bytes_never_crash_the_board(app):
 
 @pytest.mark.serial
 def test_slowloris_does_not_delay_a_toggle(app):
-    stop = threading.Event()
-
-    def slow_client() -> None:
-        while not stop.is_set():
-            try:
-                with socket.create_connection(("127.0.0.1", app.port), timeout=10) as s:
-                    for b in b"GET /api/leds HTTP/1.1\r\nHost: x\r\n":
-                        if stop.wait(1.0):
-                            return
-                        s.sendall(bytes([b]))
-            except OSError:
-                pass
-
-    clients = [threading.Thread(target=slow_client, daemon=True) for _ in range(4)]
-    for c in clients:
-        c.start()
-    try:
+    with slowloris(app.port, 4):
         time.sleep(1.5)
         for _ in range(8):
             t = time.monotonic()
@@ -249,10 +232,6 @@ def test_slowloris_does_not_delay_a_toggle(app):
             assert status == 200
             assert time.monotonic() - t < 1.0
             time.sleep(0.5)
-    finally:
-        stop.set()
-        for c in clients:
-            c.join(timeout=5)
 
 
 UNFINISHED = [
