@@ -16,3 +16,5 @@ LDFLAGS_EXTRA += -Wl,--wrap=mp_vfs_rom_ioctl,--wrap=mp_vfs_mount_romfs_protected
 # Ctrl-C between two runs is a character, not the end of the process (ctrl_c.c).
 SRC_C += $(VARIANT_DIR)/ctrl_c.c
 LDFLAGS_EXTRA += -Wl,--wrap=mp_hal_set_interrupt_char
+# machine.Timer's clock: SIGALRM schedules the shim's callbacks as the SDK's software timers do (vtimer.c).
+SRC_C += $(VARIANT_DIR)/vtimer.c

@@ -100,6 +100,75 @@ class Signal:
         self.value(0)
 
 
+class Timer:
+    # The ESP8266's Timer(-1): an SDK software timer whose expiry schedules the callback (it runs between
+    # two bytecodes or inside a blocking call). Here SIGALRM drives it (vtimer.c): the nearest armed timer
+    # sets the one alarm. The chip's C object must stay referenced while armed, or the SDK's list points at
+    # freed memory; this one is held in _armed meanwhile, so that mistake goes unnoticed here.
+    ONE_SHOT = 0
+    PERIODIC = 1
+
+    def __init__(self, id):
+        self._ms = self._due = 0
+        self._cb = None
+        self._mode = 1
+
+    def init(self, *, mode=1, callback=None, period=-1, tick_hz=1000, freq=None, hard=False):
+        self.deinit()
+        ms = int(1000 / freq) if freq else period * 1000 // tick_hz
+        self._ms = ms if ms > 0 else 1
+        self._mode = mode
+        self._cb = callback
+        self._due = time.ticks_add(time.ticks_ms(), self._ms)
+        _armed.append(self)
+        _arm()
+
+    def deinit(self):
+        if self in _armed:
+            _armed.remove(self)
+            _arm()
+
+    def __repr__(self):
+        return "Timer(%d)" % id(self)
+
+
+_armed = []
+
+
+def _arm():
+    import _vtimer
+
+    now = time.ticks_ms()
+    wait = -1
+    for t in _armed:
+        d = time.ticks_diff(t._due, now)
+        if wait < 0 or d < wait:
+            wait = d if d > 0 else 1
+    _vtimer.arm(wait, _expired)
+
+
+def _expired(_):
+    now = time.ticks_ms()
+    due = [t for t in _armed if time.ticks_diff(t._due, now) <= 0]
+    for t in due:
+        if t._mode == Timer.PERIODIC:
+            t._due = time.ticks_add(t._due, t._ms)
+        else:
+            _armed.remove(t)
+    _arm()
+    for t in due:
+        if t._cb:
+            try:
+                t._cb(t)
+            except SystemExit:
+                # machine.reset() in a callback: the chip is gone at once; here the host ends the process
+                # on the shim's reset message, and the scheduler would print SystemExit and carry on.
+                t0 = time.ticks_ms()
+                while time.ticks_diff(time.ticks_ms(), t0) < 3000:
+                    time.sleep_ms(10)
+                raise
+
+
 class WDT:
     def __init__(self, id=0, timeout=5000):
         # The ESP8266's watchdog bites after about 3.2 s whatever timeout asks for.
