@@ -1,3 +1,3 @@
 """espblink: host tools for a Wi-Fi LED switch on a NodeMCU ESP8266 running MicroPython."""
 
-__version__ = "0.1.0"
+from espblink.device import VERSION as __version__  # noqa: F401  (the app's: device/app.py)

@@ -6,9 +6,10 @@ import argparse
 import os
 import sys
 
-from espblink import ports, sync
+from espblink import device, ports, sync
 
-STATUS = """\
+STATUS = f"""\
+crashes = {device.CRASHES!r}
 import gc, os, sys
 gc.collect()
 v = sys.implementation
@@ -19,7 +20,7 @@ s = os.statvfs('/')
 print('filesystem: %d KB free of %d KB' % (s[0] * s[3] // 1024, s[0] * s[2] // 1024))
 print('files:', ' '.join(sorted(os.listdir())))
 try:
-    print('crashes in a row:', open('crashes.txt').read())
+    print('crashes in a row:', open(crashes).read())
 except OSError:
     pass
 """

@@ -12,10 +12,11 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from espblink import device
 from espblink.errors import UserError
 
-KEY = "ota.key"  # on the board
-LAST = "ota.last"  # on the board: why the last update was rolled back
+KEY = device.OTA_KEY  # on the board
+LAST = device.OTA_LAST  # on the board: why the last update was rolled back
 KEYS_FILE = "deploy-keys.json"  # on the host, next to the settings file: {key name: hex key}
 
 

@@ -36,13 +36,13 @@ from mpremote.romfs import VfsRomWriter
 from mpremote.transport import TransportError, TransportExecError
 from mpremote.transport_serial import SerialTransport
 
-from espblink import build, keys, paths, ports, qr, settings
+from espblink import build, device, keys, paths, ports, qr, settings
 from espblink.errors import UserError
 
 MANIFEST = ".deployed"  # on the board: the files the last deploy wrote, "name sha256" a line
-CONFIG = "config.json"  # the settings: kept when changed on the board since the last deploy
+CONFIG = device.CONFIG  # the settings: kept when changed on the board since the last deploy
 LAST = ("boot.py", "main.py")  # the files the board runs by name: written last
-RESET_ON_DEPLOY = ("crashes.txt", "ota.state")  # the boot-loop guard's count and an update's trial start again
+RESET_ON_DEPLOY = (device.CRASHES, device.OTA_STATE)  # the boot-loop guard's count and an update's trial start again
 IN_ROMFS = (".mpy", ".gz")  # what the ROMFS image holds: the compiled modules and the gzip pages
 LIB = "lib/"  # where the known-good copy of the modules is kept on a ROMFS board's littlefs
 CODE_ID = "code.id"  # in the image and in lib/: which code each holds
@@ -372,7 +372,7 @@ def build_for_board(mpy: str, cfg: dict, src: Path = paths.DEVICE) -> dict[str, 
     with tempfile.TemporaryDirectory(prefix="espblink-deploy-") as tmp:
         out = build.build(src, out=Path(tmp) / "device", cmd=cmd)
         local = {f.name: f.read_bytes() for f in sorted(out.iterdir())}
-    local["config.json"] = settings.render(cfg)
+    local[CONFIG] = settings.render(cfg)
     return local
 
 
