@@ -25,9 +25,12 @@ from typing import Any
 import paho.mqtt.client as paho
 
 from device_support import stop
+from espblink import settings
 from espblink.errors import UserError
 from nodemcu import runtime
 
+HOME, HOME_KEY = "home", "home key 123"  # the home Wi-Fi the boards join (`espblink sim --sta`)
+STA = ["--sta", f"{HOME}={HOME_KEY}", "--sta-delay-ms", "300"]
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
 
@@ -88,6 +91,21 @@ def broker(folder: Path, users: dict[str, str] | None = None) -> Iterator[Broker
         yield b
     finally:
         b.stop()
+
+
+def board_settings(path: Path, b: Broker, user: str | None = None, password: str | None = None,
+                   **extra: object) -> Path:
+    """Settings (made with settings.create when path does not exist) for a board on the home Wi-Fi with MQTT
+    set to broker b, logged in as user; extra: more keys of the top table."""
+    if not path.exists():
+        settings.create(path)
+    keys = {"wifi_ssid": HOME, "wifi_key": HOME_KEY, "mqtt_host": b.host, "mqtt_port": b.port,
+            "mqtt_user": user or "", "mqtt_password": password or "", **extra}
+    lines = [ln for ln in path.read_text().splitlines() if ln.split("=")[0].strip() not in keys]
+    first_table = next(i for i, ln in enumerate(lines) if ln.startswith("[["))
+    lines[first_table:first_table] = [f"{k} = {json.dumps(v)}" for k, v in keys.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 class HomeAssistant:

@@ -20,16 +20,14 @@ from pathlib import Path
 import pytest
 
 from device_support import VALID, App
-from espblink import image, settings
-from mqtt_support import HomeAssistant, broker
+from espblink import image
+from mqtt_support import HOME, HOME_KEY, STA, HomeAssistant, board_settings, broker
 from nodemcu import runtime
 from nodemcu.board import NodeMCU
 from sim_support import ESPBLINK, running_sim
 
-HOME, HOME_KEY = "home", "home key 123"
 SIZE = 4 * 1024 * 1024
 BOARD_IP = "192.168.1.50"  # the virtual board's address on home Wi-Fi
-STA = ["--sta", f"{HOME}={HOME_KEY}", "--sta-delay-ms", "300"]
 USER, PASSWORD = "ha", "broker secret 1"
 # A NodeMCU (4 MB) as `make flash deploy` leaves it: the FLASH_2M_ROMFS build, the code in ROMFS, the
 # board's own heap. (MQTT's code as .mpy files does not fit the 38,912 B heap next to the app's.)
@@ -38,16 +36,7 @@ HEAP = None
 
 
 def write_settings(path: Path, b, **extra: object) -> Path:  # noqa: ANN001
-    if not path.exists():
-        settings.create(path)
-    text = path.read_text()
-    keys = {"wifi_ssid": HOME, "wifi_key": HOME_KEY, "mqtt_host": b.host, "mqtt_port": b.port,
-            "mqtt_user": USER, "mqtt_password": PASSWORD, **extra}
-    lines = [ln for ln in text.splitlines() if ln.split("=")[0].strip() not in keys]
-    first_table = next(i for i, ln in enumerate(lines) if ln.startswith("[["))
-    lines[first_table:first_table] = [f"{k} = {json.dumps(v)}" for k, v in keys.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return board_settings(path, b, USER, PASSWORD, **extra)
 
 
 def deploy(sim, path: Path) -> None:  # noqa: ANN001

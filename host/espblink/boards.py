@@ -121,25 +121,31 @@ def table(found: list[dict[str, Any]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
-def cmd_boards(args: argparse.Namespace) -> int:
-    # settings.toml gives the defaults: the broker the boards are set to, and its login.
+def broker(target: str | None, user: str | None, password: str | None, settings_path: Path
+           ) -> tuple[str, str | None, str | None]:
+    """(HOST:PORT, user, password) of the broker the boards are on: what was given (--mqtt, --user, --password),
+    else the settings file's mqtt_host, mqtt_port, mqtt_user and mqtt_password (the login only for that
+    broker). For `espblink boards` and `espblink fleet deploy --mqtt`."""
     cfg: dict[str, Any] = {}
-    path = Path(args.settings)
-    if path.exists():
+    if settings_path.exists():
         try:
-            cfg = settings.load(path, create_missing=False)
+            cfg = settings.load(settings_path, create_missing=False)
         except UserError:
-            if args.mqtt is None:
+            if target is None:
                 raise
-    target = args.mqtt
     if target is None:
         if not cfg.get("mqtt_host"):
-            raise UserError(f"give the broker: espblink boards --mqtt HOST[:PORT] (or set mqtt_host in {path})")
+            raise UserError(f"give the broker: --mqtt HOST[:PORT] (or set mqtt_host in {settings_path})")
         target = f"{cfg['mqtt_host']}:{cfg.get('mqtt_port', 1883)}"
-    host, port = broker_address(target)
-    user, password = args.user, args.password
+    host, _ = broker_address(target)
     if user is None and cfg.get("mqtt_user") and host == cfg.get("mqtt_host"):
         user, password = cfg["mqtt_user"], password or cfg.get("mqtt_password")
+    return target, user, password
+
+
+def cmd_boards(args: argparse.Namespace) -> int:
+    target, user, password = broker(args.mqtt, args.user, args.password, Path(args.settings))
+    host, port = broker_address(target)
     found = find(target, user, password)
     if args.json:
         json.dump(found, sys.stdout, indent=2)
@@ -152,11 +158,16 @@ def cmd_boards(args: argparse.Namespace) -> int:
     return 0
 
 
+def login_options(p: argparse.ArgumentParser) -> None:
+    """--user and --password, for every command that reads the broker."""
+    p.add_argument("--user", help="MQTT user name (default: mqtt_user in the settings file)")
+    p.add_argument("--password", help="MQTT password (default: mqtt_password in the settings file)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("boards", help="list the espblink boards an MQTT broker knows (Home Assistant's)")
     p.add_argument("--mqtt", metavar="HOST[:PORT]", help="the broker (default: mqtt_host in settings.toml)")
-    p.add_argument("--user", help="MQTT user name (default: mqtt_user in settings.toml)")
-    p.add_argument("--password", help="MQTT password (default: mqtt_password in settings.toml)")
+    login_options(p)
     p.add_argument("--settings", default=str(settings.DEFAULT), help="settings file for the defaults")
     p.add_argument("--json", action="store_true", help="the same as JSON, for scripts")
     p.set_defaults(func=cmd_boards)

@@ -2,7 +2,9 @@
 
 The fleet file has one board a line: its name, its address or hostname, its deploy key (64 hex digits, or
 `-` for the key the first USB deploy kept in deploy-keys.json); `#` starts a comment. With `--mqtt HOST` the
-boards are the ones `espblink boards` finds on that broker, with their keys from deploy-keys.json.
+boards are the ones `espblink boards` finds on that broker (logged in as `espblink boards` does: --user and
+--password, else the settings file's), at the address each publishes, with their keys from deploy-keys.json;
+one the broker says is offline (its last will) is skipped.
 A few boards are updated at a time; one that fails or is offline does not stop the others. The table at
 the end says, for each board, its version before and after, the bytes sent, the time and the result; the
 exit status is 0 only when every board is on the new version.
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from espblink import boards as finder
 from espblink import keys, ota, settings, sync
 from espblink.errors import UserError
 
@@ -62,20 +65,16 @@ def read_fleet(path: Path) -> list[Board]:
     return boards
 
 
-def from_mqtt(host: str) -> list[Board]:
-    try:
-        from espblink import boards as finder
-    except ImportError:
-        raise UserError("--mqtt needs `espblink boards`, which this version does not have; list the boards in a "
-                        "fleet file instead") from None
-    found: list[dict[str, Any]] = finder.find(host)
+def from_mqtt(target: str, user: str | None = None, password: str | None = None) -> list[Board]:
+    found: list[dict[str, Any]] = finder.find(target, user, password)
     out = []
     for b in found:
         address = b.get("address") or b.get("ip") or b.get("url")
         if address:
             out.append(Board(str(b.get("name") or b.get("id")), str(address), None, offline=not b.get("online")))
     if not out:
-        raise UserError(f"no board answered on the MQTT broker {host} (`espblink boards --mqtt {host}` lists them)")
+        raise UserError(f"no espblink board on the MQTT broker at {target} (`espblink boards --mqtt {target}` lists "
+                        "them; a board publishes itself there once it has joined home Wi-Fi with mqtt_host set)")
     return out
 
 
@@ -142,8 +141,10 @@ def deploy(boards: list[Board], settings_path: Path, dry_run: bool = False, jobs
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
-    if args.mqtt:
-        boards = from_mqtt(args.mqtt)
+    if args.mqtt is not None and args.fleetfile:
+        raise UserError("give a fleet file or --mqtt, not both")
+    if args.mqtt is not None:
+        boards = from_mqtt(*finder.broker(args.mqtt or None, args.user, args.password, Path(args.settings)))
     elif args.fleetfile:
         boards = read_fleet(Path(args.fleetfile))
     else:
@@ -164,7 +165,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     fsub = p.add_subparsers(dest="fleet_command", required=True, metavar="COMMAND")
     d = fsub.add_parser("deploy", help="update every board of a fleet file (or found over MQTT), a few at a time")
     d.add_argument("fleetfile", nargs="?", help="one board a line: name, address or hostname, key (or -)")
-    d.add_argument("--mqtt", metavar="HOST", help="update every board `espblink boards` finds on this broker instead")
+    d.add_argument("--mqtt", metavar="HOST[:PORT]", nargs="?", const="",
+                   help="update every board `espblink boards` finds on this broker instead (alone: mqtt_host of the "
+                   "settings file)")
+    finder.login_options(d)
     d.add_argument("--dry-run", action="store_true", help="show each board's plan; send nothing")
     d.add_argument("--settings", default=str(settings.DEFAULT), help="settings file (default: settings.toml)")
     d.add_argument("--jobs", type=int, default=JOBS, help=f"boards updated at once (default {JOBS})")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import json
+import re
 import signal
 import threading
 from pathlib import Path
@@ -48,6 +49,12 @@ def parse_sta(values: list[str]) -> dict[str, str]:
     return out
 
 
+def parse_mac(text: str) -> str:
+    if not re.fullmatch(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}", text):
+        raise UserError(f"--mac wants six hex bytes split by colons, e.g. 5c:cf:7f:00:00:01; got {text!r}")
+    return text.lower()
+
+
 def demo(state: Path, heap: int = NodeMCU.HEAP, settings_path: Path = settings.DEFAULT) -> int:
     for name in NodeMCU.FILES:  # a fresh board: erased flash (only the board's own files go)
         (state / name).unlink(missing_ok=True)
@@ -79,7 +86,8 @@ def demo(state: Path, heap: int = NodeMCU.HEAP, settings_path: Path = settings.D
 
 def cmd_sim(args: argparse.Namespace) -> int:
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack: for hangs
-    board = new_board(Path(args.state), args.heap, sta=parse_sta(args.sta), sta_delay_ms=args.sta_delay_ms)
+    board = new_board(Path(args.state), args.heap, sta=parse_sta(args.sta), sta_delay_ms=args.sta_delay_ms,
+                      mac=parse_mac(args.mac), address=args.ip)
     ctl = control.serve(board)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
@@ -120,6 +128,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sta", action="append", default=[], metavar="SSID=KEY",
                    help="a Wi-Fi network in range the board can join as a station")
     p.add_argument("--sta-delay-ms", type=int, default=1500, help="how long joining a network takes")
+    p.add_argument("--mac", default=NodeMCU.MAC, help=f"the board's MAC address, its id (default {NodeMCU.MAC})")
+    p.add_argument("--ip", metavar="127.0.0.N", help="an address of its own, as on a LAN: its web server on port 80 "
+                   "there, its IP on home Wi-Fi (binding port 80 needs root or net.ipv4.ip_unprivileged_port_start)")
     p.set_defaults(func=cmd_sim)
     s = p.add_subparsers(dest="sim_command", metavar="ACTION")
     c = s.add_parser("ctl", help="control a running board: power-cycle, reset, pin GPIO 0|1, sta-drop, state",

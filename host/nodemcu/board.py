@@ -47,9 +47,14 @@ class NodeMCU:
 class Board:
     def __init__(self, state: Path, heap: int = NodeMCU.HEAP, sta: dict[str, str] | None = None,
                  sta_delay_ms: int = 1500, log: Callable[[str], None] = print,
-                 wiring: Callable[[Board], Wiring | None] | None = None) -> None:
+                 wiring: Callable[[Board], Wiring | None] | None = None, mac: str = NodeMCU.MAC,
+                 address: str | None = None) -> None:
         """wiring(board), asked at every boot, names the LEDs on the console and in state.json (the
-        deploy tool reads them from the board's settings); None: the NodeMCU's own two."""
+        deploy tool reads them from the board's settings); None: the NodeMCU's own two.
+        address: a loopback address of the board's own (127.0.0.N), as a board has one on a LAN: its ports 80
+        and 53 there, its IP on home Wi-Fi; None: its ports moved to free ports on 127.0.0.1."""
+        if address:
+            runtime.check_address(address)
         self.dir = state.resolve()
         self.dir.mkdir(parents=True, exist_ok=True)
         state = self.dir
@@ -62,8 +67,13 @@ class Board:
         self.flash = Flash(state / "flash.bin")
         self.lock = threading.RLock()
         self.sinks: list[Callable[[bytes], None]] = []
-        self.http_port = runtime.free_port()
-        self.dns_port = runtime.free_port(socket.SOCK_DGRAM)
+        self.mac = mac
+        self.address = address
+        if address:
+            self.http_port, self.dns_port = runtime.OWN_PORTS[80], runtime.OWN_PORTS[53]
+        else:
+            self.http_port = runtime.free_port()
+            self.dns_port = runtime.free_port(socket.SOCK_DGRAM)
         self.pins: dict[str, int] = {}  # input levels held by the outside world (a button)
         self.lines = (False, False)
         self.en = True
@@ -94,8 +104,10 @@ class Board:
 
     # -- the outside world -----------------------------------------------------------------------
     def info(self) -> dict[str, str]:
-        return {"serial": self.rfc2217.url, "pty": self.pty.path, "http": f"http://127.0.0.1:{self.http_port}/",
-                "dns": f"udp://127.0.0.1:{self.dns_port}", "state": str(self.dir / "state.json")}
+        host = self.address or "127.0.0.1"
+        http = f"http://{host}/" if self.http_port == 80 else f"http://{host}:{self.http_port}/"
+        return {"serial": self.rfc2217.url, "pty": self.pty.path, "http": http,
+                "dns": f"udp://{host}:{self.dns_port}", "state": str(self.dir / "state.json")}
 
     def power_on(self) -> None:
         with self.lock:
@@ -235,7 +247,7 @@ class Board:
         if bootloader:
             self.emit((NodeMCU.ROM_BANNER % (2 if cause else 0, 1, 7)).encode() + b"waiting for host\r\n")
             self.mode = "rom"
-            self.rom = Bootloader(self.flash, bytes.fromhex(NodeMCU.MAC.replace(":", "")), self.emit,
+            self.rom = Bootloader(self.flash, bytes.fromhex(self.mac.replace(":", "")), self.emit,
                                   self._run_from_rom)
             self._write_state()
             return
@@ -285,7 +297,7 @@ class Board:
         hw = {**self._hw(), "pins": dict(self.pins), "sta": self.sta, "sta_delay_ms": self.sta_delay_ms,
               "reset_cause": NodeMCU.RST_SOFT if soft else cause, "raw": soft and self.raw}
         proc = runtime.launch(self.dir, hw, self.hw, {80: self.http_port, 53: self.dns_port}, self.heap,
-                              repl=True, stdin=slave, stdout=slave, stderr=slave)
+                              repl=True, address=self.address, stdin=slave, stdout=slave, stderr=slave)
         os.close(slave)
         os.set_blocking(master, False)  # a MicroPython not reading its input must not stall the board
         self.proc, self.master = proc, master
@@ -295,7 +307,7 @@ class Board:
         self._write_state()
 
     def _hw(self) -> dict[str, Any]:
-        hw: dict[str, Any] = {"mac": NodeMCU.MAC, "flash": str(self.flash.path), "flash_size": self.flash.size,
+        hw: dict[str, Any] = {"mac": self.mac, "flash": str(self.flash.path), "flash_size": self.flash.size,
                               "flash_user_start": NodeMCU.FLASH_USER_START}
         if self.romfs:
             hw["romfs"] = list(NodeMCU.ROMFS)

@@ -1,7 +1,9 @@
 /* Loaded with LD_PRELOAD into the MicroPython process of a virtual board: the device code binds
  * port 80 (and 53) as it does on the ESP8266; ESPBLINK_PORTMAP="80=8123,53=8124" moves those binds
- * to the given loopback ports so an unprivileged user can run several boards at once. */
+ * to the given ports on ESPBLINK_ADDRESS (default 127.0.0.1), so an unprivileged user can run several
+ * boards at once; "80=80,53=53" with an address of its own (127.0.0.N) gives a board its own address. */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <dlfcn.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -31,8 +33,10 @@ int bind(int fd, const struct sockaddr *addr, socklen_t len) {
         memcpy(&in, addr, sizeof in);
         int to = mapped_port(ntohs(in.sin_port));
         if (to >= 0) {
+            const char *address = getenv("ESPBLINK_ADDRESS");
             in.sin_port = htons((unsigned short)to);
             in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            if (address) inet_pton(AF_INET, address, &in.sin_addr);
             return real_bind(fd, (const struct sockaddr *)&in, sizeof in);
         }
     }

@@ -7,13 +7,15 @@ flashbdev.py and inisetup.py as they are, asyncio, umqtt, requests, ntptime, and
 kept in build/micropython/<key>/, the key a hash of the source and the variant.
 
 launch() starts it as the board powers on, with the board's heap, a UDP link to the shims (HwLink) and
-a port map that moves the board's binds of port 80 and 53 to free loopback ports.
+a port map (portmap.c) that moves the board's binds of port 80 and 53 to free loopback ports, or to ports
+80 and 53 of a loopback address of the board's own (127.0.0.N, as a board has its own address on a LAN).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import ctypes
+import errno
 import fcntl
 import functools
 import hashlib
@@ -42,6 +44,7 @@ TARBALL = f"micropython-{RELEASE}-src.tar.xz"
 # Where the release's source is looked for, first found wins.
 SOURCES = [Path(p) for p in os.environ.get("ESPBLINK_MICROPYTHON_SRC", "").split(os.pathsep) if p] + [
     ROOT.parent / "shared" / "micropython" / TARBALL, ROOT / "firmware" / "downloads" / TARBALL]
+PORTMAP = HERE / "portmap.c"
 HEAP = 38912  # ports/esp8266/main.c: static char heap[38 * 1024]
 # Where the unix port's C differs from the board's in a way device code meets, the build mends it: the
 # board's sockets are lwIP's (extmod/modlwip.c), which have sendall(); the unix port's have not.
@@ -94,13 +97,14 @@ def _key(src: Path, bits: int) -> str:
 
 
 class Build:
-    """The board's MicroPython and its port-map library, built for this host once."""
+    """The board's MicroPython and its port-map library, built for this host once (the library by a key of
+    its own: a change to portmap.c does not rebuild MicroPython)."""
 
     def __init__(self) -> None:
         self.bits = 32 if _cached_bits() == 32 else 64
         self.dir = CACHE / _key(source(), self.bits)
         self.exe = self.dir / "micropython"
-        self.portmap = self.dir / "portmap.so"
+        self.portmap = self.dir / f"portmap-{hashlib.sha256(PORTMAP.read_bytes()).hexdigest()[:12]}.so"
 
     def ready(self) -> bool:
         return self.exe.is_file() and self.portmap.is_file()
@@ -110,6 +114,8 @@ class Build:
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(CACHE / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time; the others wait and find it made
+            if self.exe.is_file():
+                self._make_portmap()
             if self.ready():
                 return
             note = "32-bit, as the ESP8266" if self.bits == 32 else \
@@ -136,13 +142,18 @@ class Build:
                        f"BUILD={self.dir / 'obj'}", *m32])
             shutil.copyfile(self.dir / "obj" / "micropython", self.exe.with_suffix(".tmp"))
             self.exe.with_suffix(".tmp").chmod(0o755)
-            cc = shutil.which("cc") or shutil.which("gcc") or "cc"
-            self._run([cc, "-shared", "-fPIC", "-O2", *(["-m32"] if self.bits == 32 else []), "-o",
-                       str(self.portmap), str(HERE / "portmap.c"), "-ldl"])
+            self._make_portmap()
             self.exe.with_suffix(".tmp").replace(self.exe)
             shutil.rmtree(self.dir / "obj", ignore_errors=True)
             shutil.rmtree(tree, ignore_errors=True)
             _say(f"built {self.exe} in {time.monotonic() - t0:.0f} s")
+
+    def _make_portmap(self) -> None:
+        cc = shutil.which("cc") or shutil.which("gcc") or "cc"
+        tmp = self.portmap.with_suffix(".tmp")
+        self._run([cc, "-shared", "-fPIC", "-O2", *(["-m32"] if self.bits == 32 else []), "-o", str(tmp),
+                   str(PORTMAP), "-ldl"])
+        tmp.replace(self.portmap)
 
     def _run(self, cmd: list[str]) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MICROPY")}
@@ -172,15 +183,19 @@ def build() -> Build:
     return b
 
 
-def _env(hw: dict[str, Any], ports: dict[int, int] | None, path: str) -> dict[str, str]:
-    """The environment the board's MicroPython starts in: hw for the shims, binds moved by ports, the
-    ROMFS partition where hw names one, module path `path`; nothing of this host's MicroPython settings."""
+def _env(hw: dict[str, Any], ports: dict[int, int] | None, path: str, address: str | None = None
+         ) -> dict[str, str]:
+    """The environment the board's MicroPython starts in: hw for the shims, binds moved by ports (to
+    `address`, default 127.0.0.1), the ROMFS partition where hw names one, module path `path`; nothing of
+    this host's MicroPython settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MICROPY", "ESPBLINK_"))}
     env["MICROPYPATH"] = path
     env["ESPBLINK_HW"] = json.dumps(hw)
     if ports:
         env["ESPBLINK_PORTMAP"] = ",".join(f"{a}={p}" for a, p in ports.items())
         env["LD_PRELOAD"] = str(build().portmap)
+        if address:
+            env["ESPBLINK_ADDRESS"] = address
     if hw.get("romfs") and (hw.get("romfs_file") or hw.get("flash")):
         env["ESPBLINK_ROMFS"] = "%s:%d:%d" % (hw.get("romfs_file") or hw["flash"], *hw["romfs"])
     return env
@@ -199,6 +214,52 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
                 continue
             return port
     raise BuildError("no free loopback port between 20000 and 32767")
+
+
+OWN_PORTS = {80: 80, 53: 53}  # a board with an address of its own binds its ports there unchanged
+
+
+def check_address(address: str) -> None:
+    """That a board can have `address` as its own here: ports 80 (TCP) and 53 (UDP) free on it and this user
+    allowed to bind them. Raises BuildError saying what to do."""
+    try:
+        socket.inet_aton(address)
+        ok = address.count(".") == 3
+    except OSError:
+        ok = False
+    if not ok:
+        raise BuildError(f"{address!r} is not an IPv4 address: give a loopback address such as 127.0.0.2")
+    for kind, port in ((socket.SOCK_STREAM, 80), (socket.SOCK_DGRAM, 53)):
+        with socket.socket(socket.AF_INET, kind) as s:
+            if kind == socket.SOCK_STREAM:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((address, port))
+            except PermissionError:
+                raise BuildError(
+                    f"a board at {address} binds ports 80 and 53 there, as a board does, and this user may not bind "
+                    "ports below 1024: run as root, or allow it with `sudo sysctl "
+                    "net.ipv4.ip_unprivileged_port_start=53`; or give the board no address of its own (its ports "
+                    "then go to free ports on 127.0.0.1)") from None
+            except OSError as e:
+                if e.errno == errno.EADDRNOTAVAIL:
+                    raise BuildError(f"{address} is not an address of this machine: give a loopback address, "
+                                     "127.0.0.2 to 127.255.255.254 (Linux answers on all of them)") from None
+                raise BuildError(f"port {port} on {address} is taken ({e.strerror}): another board or server has "
+                                 "it; give another address") from None
+
+
+def free_address() -> str:
+    """A loopback address (127.x.y.z) whose ports 80 and 53 are free now, for a board of its own address."""
+    for i in range(20):
+        address = f"127.{random.randrange(1, 255)}.{random.randrange(256)}.{random.randrange(1, 255)}"
+        try:
+            check_address(address)
+            return address
+        except BuildError:
+            if i == 19:
+                raise
+    raise AssertionError("unreachable")
 
 
 class HwLink:
@@ -238,16 +299,22 @@ class HwLink:
         self.sock.close()
 
 
-def launch(cwd: Path, hw: dict[str, Any], link: HwLink, ports: dict[int, int], heap: int = HEAP,
-           repl: bool = False, **popen: Any) -> subprocess.Popen:
+def launch(cwd: Path, hw: dict[str, Any], link: HwLink, ports: dict[int, int] | None, heap: int = HEAP,
+           repl: bool = False, address: str | None = None, **popen: Any) -> subprocess.Popen:
     """Power on: the board's MicroPython runs the frozen launch.py (the firmware's start-up, then boot.py
     and main.py; then its REPL when repl). hw describes the board to the shims (esp8266/modules/hwlink.py
     reads it): "flash" (the image's path: littlefs on it, else cwd is the filesystem), "flash_size",
     "flash_user_start", "romfs" ([offset, size] of a ROMFS partition in "flash", or in "romfs_file" when the
     board has no flash image), "mac", "pins" (input levels held),
-    "sta" (networks in range), "reset_cause", "raw" (soft reset back into the raw REPL)."""
+    "sta" (networks in range), "reset_cause", "raw" (soft reset back into the raw REPL).
+    ports: where the board's binds of 80 and 53 go (free loopback ports); with `address` (a loopback address
+    of its own, see check_address) None keeps them 80 and 53 there, and the board's station has that address
+    as its IP on home Wi-Fi."""
+    if address:
+        hw = {**hw, "sta_ip": address}
+        ports = ports or OWN_PORTS
     cmd = [str(build().exe), "-X", f"heapsize={heap}", *(["-i"] if repl else []), "-c", "import launch"]
-    env = _env({**hw, "hw": link.port}, ports, ".frozen")
+    env = _env({**hw, "hw": link.port}, ports, ".frozen", address)
     # Started from one long-lived thread: the kernel's parent-death signal follows the creating thread.
     pre = _on_its_terminal if repl else _die_with_parent
     return _SPAWNER.submit(subprocess.Popen, cmd, cwd=cwd, env=env, preexec_fn=pre, **popen).result()
