@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import tempfile
 import urllib.request
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from pathlib import Path
 
 import pytest
@@ -51,7 +51,7 @@ def test_fleet_deploy_over_mqtt_updates_the_online_boards_at_their_addresses(tmp
         for ip, sim in zip(addresses, sims, strict=True):
             assert sim.http == f"http://{ip}/"
         ids = [m.replace(":", "") for m in macs]
-        ha = stack.enter_context(_closing(HomeAssistant(b, USER, PASSWORD)))
+        ha = stack.enter_context(closing(HomeAssistant(b, USER, PASSWORD)))
         ha.wait(lambda h: all(h.last.get(f"espblink/{i}/status") == b"online" for i in ids)
                 and all(f"espblink/{i}/info" in h.retained for i in ids), timeout=60, what="four boards online")
         infos = {i: json.loads(ha.retained[f"espblink/{i}/info"]) for i in ids}
@@ -84,17 +84,6 @@ def test_fleet_deploy_over_mqtt_updates_the_online_boards_at_their_addresses(tmp
 
         r = espblink("fleet", "deploy", "--mqtt", target, "--user", USER, "--password", "wrong", "--settings", str(new))
         assert r.returncode == 2 and "refused the login" in r.stderr and "--password" in r.stderr, r.stderr
-
-
-class _closing:
-    def __init__(self, ha: HomeAssistant) -> None:
-        self.ha = ha
-
-    def __enter__(self) -> HomeAssistant:
-        return self.ha
-
-    def __exit__(self, *exc: object) -> None:
-        self.ha.close()
 
 
 def _rows(out: str, names: list[str]) -> dict[str, str]:
