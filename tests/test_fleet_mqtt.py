@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import urllib.request
@@ -99,6 +100,10 @@ def test_sim_ip_says_what_is_wrong(tmp_path):
     assert "127.0.0.2" in r.stderr
     r = espblink("sim", "--state", str(tmp_path / "b"), "--ip", "kitchen")
     assert r.returncode == 2 and "'kitchen' is not an IPv4 address" in r.stderr, r.stderr
+    taken = runtime.free_address()
+    with socket.create_server((taken, 80)):  # a web server, or another board, at that address already
+        r = espblink("sim", "--state", str(tmp_path / "b"), "--ip", taken)
+    assert r.returncode == 2 and f"port 80 on {taken} is taken" in r.stderr and "another address" in r.stderr
     r = espblink("sim", "--state", str(tmp_path / "b"), "--mac", "5c:cf:7f")
     assert r.returncode == 2 and "--mac wants six hex bytes" in r.stderr, r.stderr
 
