@@ -69,9 +69,8 @@ def from_mqtt(target: str, user: str | None = None, password: str | None = None)
     found: list[dict[str, Any]] = finder.find(target, user, password)
     out = []
     for b in found:
-        address = b.get("address") or b.get("ip") or b.get("url")
-        if address:
-            out.append(Board(str(b.get("name") or b.get("id")), str(address), None, offline=not b.get("online")))
+        if b["address"]:  # a board publishes its info once it has joined home Wi-Fi: with its address
+            out.append(Board(str(b["name"] or b["id"]), str(b["address"]), None, offline=not b["online"]))
     if not out:
         raise UserError(f"no espblink board on the MQTT broker at {target} (`espblink boards --mqtt {target}` lists "
                         "them; a board publishes itself there once it has joined home Wi-Fi with mqtt_host set)")
