@@ -186,10 +186,11 @@ class MQTT:
         # Discovery, availability and every state, as Home Assistant asks after it (re)starts.
         for led in self.lights:
             self._pub(b"homeassistant/light/%s/%s/config" % (self.id, led.name), self._config(led))
-        self._pub(self.prefix + b"/status", b"online")
         for i in range(len(self.shown)):
             self.shown[i] = 2
         self._info(time.ticks_ms())
+        # Last: whoever sees the board online finds this run's info (its address), not the last run's.
+        self._pub(self.prefix + b"/status", b"online")
 
     def _config(self, led):
         # Home Assistant's MQTT light, in its abbreviated keys (fewer bytes to build and send).
