@@ -178,18 +178,18 @@ def settings_api(app, req):
 
 
 def update(app, req):
-    # Updates over Wi-Fi (`espblink deploy --ota`): the update code is loaded for the request only.
+    # Updates over Wi-Fi (`espblink deploy --ota`): the update code is loaded for the request only. Where
+    # the code runs from files, ota.py does not fit beside the app: otaask.py restarts it into update mode.
     guard.same_site(req, None if req.method == b"GET" else app.token)
     gc.collect()
+    name = "ota" if "/rom" in sys.path else "otaask"
     try:
-        import ota
-
-        ota.handle(app, req)
+        __import__(name).handle(app, req)
     except MemoryError:
         raise server.HttpError(b"503 Service Unavailable", "not enough free memory on the board for an update now",
                                b"Retry-After: 5\r\n")
     finally:
-        sys.modules.pop("ota", None)
+        sys.modules.pop(name, None)
 
 
 # (path, GET handler, POST handler): a path ending in "/" takes any name after it. GET never changes
@@ -208,9 +208,8 @@ ROUTES = [
 
 
 class App:
-    def __init__(self, cfg, warning, crashes, trial=None):
+    def __init__(self, cfg, warning, crashes):
         self.cfg = cfg
-        self.trial = trial  # a new app on trial after an update over Wi-Fi: main.py's 30 s timer, or None
         self.crashes = crashes  # boot-loop guard: crashes in a row before this start
         self.hostname = cfg["hostname"].encode()  # as the Host header spells it: compared on every request
         self.warning = warning
@@ -298,6 +297,10 @@ class App:
         import os
 
         self.token = binascii.hexlify(os.urandom(8))
+        try:  # a new app on trial after an update over Wi-Fi: kept once it has run _STABLE_MS
+            self.trial = bool(os.stat("ota.state"))
+        except OSError:
+            self.trial = False
         try:
             with open("ota.last") as f:
                 self.rolled_back = json.dumps(f.read()).encode()
@@ -331,8 +334,8 @@ class App:
                     sys.modules.pop(m, None)
                 print("espblink: MQTT off: not enough free heap (it needs the code in ROMFS: 2 MB flash and up)")
         self.srv.listen(port)  # last: a client that finds the port open finds the app ready
-        if self.trial:  # it serves: not rolled back for hanging; kept once it has run _STABLE_MS
-            self.trial.deinit()
+        if self.trial:  # it serves: boot.py's timer does not roll it back (a folder: no file buffer needed)
+            os.mkdir("ota.up")
         print("espblink: serving http://%s/ on Wi-Fi %s" % (ip, ssid))
         gc.collect()
         wdt = self.wdt = machine.WDT()
@@ -356,11 +359,9 @@ class App:
                 self.crashes = 0
                 _count(0)
             if self.trial and time.ticks_diff(now, self.t0) > _STABLE_MS:
-                self.trial = None
-                import ota
-
-                ota.confirm()
-                del sys.modules["ota"]
+                self.trial = False
+                os.remove("ota.state")  # kept (its old copy goes with the next update: ota.py has no room here)
+                print("espblink: update confirmed")
 
 
 def _restore():
@@ -381,9 +382,9 @@ def _count(n):
         sys.modules.pop("startup", None)
 
 
-def start(config, warn, n, trial=None):
+def start(config, warn, n):
     try:
-        App(config, warn, n, trial).run()
+        App(config, warn, n).run()
     except KeyboardInterrupt:
         print("espblink: stopped by Ctrl-C; REPL free")
     except Exception as e:

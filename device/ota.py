@@ -1,8 +1,8 @@
 # Updates over Wi-Fi (`espblink deploy --ota`): loaded only while an update is asked for or received,
 # and at start while a new app is on trial. Handed what it needs; it imports nothing of the app.
 #
-# GET  /api/ota: what the host needs to plan (board id, .mpy version, last sequence number, the deploy key's
-#      name, each file's sha256, a rollback report, the ROMFS partition).
+# GET  /api/ota: what the host needs to plan (the mode: app or update, board id, .mpy version, last sequence
+#      number, the deploy key's name, each file's sha256, a rollback report, the ROMFS partition).
 # POST /api/ota: body "SEQ LENGTH SHA256 HMAC" (HMAC-SHA256 with the board's deploy key over
 #      "espblink-ota BOARD-ID SEQ LENGTH SHA256"); SEQ must be above the last one accepted (no replay). The board
 #      answers "101 Switching Protocols", then reads LENGTH bytes (the update: "put NAME SIZE\n" + SIZE
@@ -447,12 +447,12 @@ def _unpack(buf, feed):
                 ops.append((b"put", name, _exists(name)))
 
 
-def handle(app, req):
-    # GET or POST /api/ota, for the app (which unloads this module after it).
+def handle(app, req, mode=b"app"):
+    # GET or POST /api/ota, for the app (which unloads this module after it) or update mode (otamode.py).
     import time
 
     if req.method == b"GET":
-        info(req)
+        info(req, mode)
     elif update(req, app.wdt.feed):
         app.restart_at = time.ticks_add(time.ticks_ms(), 300)
 
@@ -462,10 +462,11 @@ def update(req, feed=None):
     sock = req.sock
     try:
         length, sha = _begin(req.body)
-    except Refused as e:
-        import server
-
-        server.send(sock, e.args[0], e.args[1].encode() + b"\n")
+    except Refused as e:  # (written here: update mode has no server module)
+        msg = e.args[1].encode() + b"\n"
+        sock.write(b"HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+                   b"Connection: close\r\n\r\n" % (e.args[0], len(msg)))
+        sock.write(msg)
         return False
     sock.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: espblink-ota\r\nConnection: Upgrade\r\n\r\n")
     buf = req.buf  # the request in it has been read: its 1 KiB carries the update's chunks
@@ -505,7 +506,7 @@ def _lines(name):
                 yield line
 
 
-def info(req):
+def info(req, mode=b"app"):
     # GET /api/ota: "key value" lines, the last deploy's record as "deployed NAME SHA256" lines, then
     # "file NAME SHA256" for each file, hashed while it is sent.
     import sys
@@ -518,8 +519,8 @@ def info(req):
         d = hashlib.sha256()
         d.update(seg[:size])
         rom = _hex(d.digest())
-    head = b"id %s\nmpy %d.%d\nseq %s\nkey %s\nstate %s\nlast %s\nrom %d %s\n" % (
-        _board_id(), v & 0xFF, v >> 8 & 3, _read(SEQ).strip() or b"0", _key_id(),
+    head = b"mode %s\nid %s\nmpy %d.%d\nseq %s\nkey %s\nstate %s\nlast %s\nrom %d %s\n" % (
+        mode, _board_id(), v & 0xFF, v >> 8 & 3, _read(SEQ).strip() or b"0", _key_id(),
         _read(STATE).split(b"\n")[0] or b"idle", _read(LAST).replace(b"\n", b" "), len(seg) if seg else 0, rom)
     size = len(head)
     for line in _lines(".deployed"):

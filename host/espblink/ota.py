@@ -49,10 +49,15 @@ class BoardInfo:
     deployed: dict[str, str | None] = field(default_factory=dict)
     romfs: int = 0  # the size of its ROMFS partition; 0: none
     rom: str = "-"  # the sha256 of the image in it ("-": no valid image)
+    # "app": the app takes updates; "files": its code runs from files and it has no heap for them (it tells
+    # no file hashes, only the last deploy's record): it restarts into "update" mode first.
+    mode: str = "app"
 
     @property
     def version(self) -> str:
         """The app's version: the start of the sha256 of the last deploy's record (.deployed)."""
+        if sync.MANIFEST not in self.files and self.deployed:
+            return hashlib.sha256(sync.manifest_text(self.deployed)).hexdigest()[:8]
         return (self.files.get(sync.MANIFEST) or "-")[:8]
 
 
@@ -154,7 +159,7 @@ def parse_info(text: str) -> BoardInfo:
     return BoardInfo(id=fields.get("id", "?"), mpy=fields.get("mpy", "?"), seq=int(fields.get("seq") or 0),
                      key=fields.get("key", "-"), state=fields.get("state", "idle"),
                      last=fields.get("last", "").strip(), files=files, deployed=deployed, romfs=int(rom[0]),
-                     rom=rom[1] if len(rom) > 1 else "-")
+                     rom=rom[1] if len(rom) > 1 else "-", mode=fields.get("mode", "app"))
 
 
 def explain(status: int, text: str, url: str, keys_file: Path | None = None) -> str:
@@ -170,8 +175,7 @@ def explain(status: int, text: str, url: str, keys_file: Path | None = None) -> 
         return (f"{url} refused the update: {text}. The key{where} is not this board's: deploy once over USB "
                 "(make deploy) to read its key, or fix the key in the fleet file")
     if status == 503:
-        return (f"{url}: {text}. The update code needs about 9 KB of free heap when the board's code runs from files "
-                "(it runs from flash on a board with the ROMFS partition); try again, or deploy over USB")
+        return f"{url}: {text}. Try again in a moment, or deploy over USB"
     if status == 409:
         return f"board busy: {text}"
     if status == 507:
@@ -182,9 +186,16 @@ def explain(status: int, text: str, url: str, keys_file: Path | None = None) -> 
 def get_info(target: str) -> BoardInfo:
     host, port, url = board_url(target)
     s, status, headers, rest = _request(host, port, url, "GET")
-    body = _read_body(s, headers, rest).decode(errors="replace")
+    data = _read_body(s, headers, rest)
+    body = data.decode(errors="replace")
     if status != 200:
         raise UserError(explain(status, body, url))
+    mode = headers.get("x-espblink-mode", "").split()
+    if mode and mode[0] == "files":  # the app of a board whose code runs from files: its last deploy's record
+        v = int(mode[1]) if len(mode) > 1 and mode[1].isdigit() else 0  # sys.implementation._mpy
+        return BoardInfo(id="?", mpy=f"{v & 0xFF}.{v >> 8 & 3}", seq=0, key="?", state="idle", last="",
+                         files={sync.MANIFEST: hashlib.sha256(data).hexdigest()},
+                         deployed=sync.read_manifest(body), mode="files")
     return parse_info(body)
 
 
@@ -192,6 +203,35 @@ def sign(key: bytes, board_id: str, seq: int, length: int, digest: str) -> bytes
     """The update request's body; the HMAC covers the board's id too (its MAC address, in GET /api/ota)."""
     msg = b"%s %s %016d %d %s" % (PROTOCOL, board_id.encode(), seq, length, digest.encode())
     return b"%016d %d %s %s" % (seq, length, digest.encode(), hmac.new(key, msg, hashlib.sha256).hexdigest().encode())
+
+
+def enter_update_mode(target: str, say: Callable[[str], None] = print, timeout: float = RESTART_S) -> BoardInfo:
+    """Restart a board whose code runs from files into update mode; its full info once it serves there."""
+    host, port, url = board_url(target)
+    s, status, headers, rest = _request(host, port, url, "POST")
+    text = _read_body(s, headers, rest).decode(errors="replace").strip()
+    if status != 200:
+        raise UserError(explain(status, text, url))
+    say(f"the board: {text} (its code runs from files: it has no heap for an update beside the app)")
+    deadline = time.monotonic() + timeout
+    time.sleep(0.3)
+    while time.monotonic() < deadline:
+        try:
+            new = get_info(target)
+            if new.mode == "update":
+                return new
+        except UserError:
+            pass
+        time.sleep(0.3)
+    raise UserError(f"the board did not come back in update mode within {timeout:.0f} s; it goes back to its app "
+                    "by itself within a minute: try again then, or deploy over USB")
+
+
+def leave_update_mode(target: str) -> None:
+    """Any update request that ends restarts a board in update mode into its app: an empty one does."""
+    host, port, url = board_url(target)
+    s, _, headers, rest = _request(host, port, url, "POST")
+    _read_body(s, headers, rest)
 
 
 def next_seq(board_seq: int) -> int:
@@ -260,7 +300,9 @@ def wait_back(target: str, timeout: float = RESTART_S) -> BoardInfo:
             last_error = str(e)
             time.sleep(0.3)
             continue
-        if info.state.startswith("trial") or info.last or info.state == "idle":  # (the update cleared "last")
+        if info.mode == "update":  # not restarted yet
+            pass
+        elif info.state.startswith("trial") or info.last or info.state == "idle":  # (the update cleared "last")
             return info
         if info.state == "switch":
             raise UserError("the board restarted without putting the update in place: its boot.py has no update "
@@ -288,14 +330,20 @@ def deploy(target: str, settings_path: Path = settings.DEFAULT, replace_settings
     r.before = info.version
     if info.last:
         say(f"the board rolled back its last update: {info.last}")
-    if info.key == "-":
-        raise UserError(f"{url}: updates over Wi-Fi are off on this board (no deploy key): deploy once over USB "
-                        "(make deploy) to set one")
     keys_file = keys.keys_path(settings_path)
-    key_hex = key_hex or keys.load_keys(keys_file).get(info.key)
-    if not key_hex or not re.fullmatch(r"[0-9a-fA-F]{64}", key_hex):
-        raise UserError(f"no deploy key for board {info.id} in {keys_file} (the board's is named {info.key}): deploy "
-                        "once over USB (make deploy) from this computer to read it")
+
+    def find_key(info: BoardInfo) -> str:
+        if info.key == "-":
+            raise UserError(f"{url}: updates over Wi-Fi are off on this board (no deploy key): deploy once over USB "
+                            "(make deploy) to set one")
+        found = key_hex or keys.load_keys(keys_file).get(info.key)
+        if not found or not re.fullmatch(r"[0-9a-fA-F]{64}", found):
+            raise UserError(f"no deploy key for board {info.id} in {keys_file} (the board's is named {info.key}): "
+                            "deploy once over USB (make deploy) from this computer to read it")
+        return found
+
+    if info.mode != "files":  # (one that is tells its key in update mode)
+        key_hex = find_key(info)
     local = (builder or sync.build_for_board)(info.mpy, cfg)
     image = b""
     if info.romfs:  # as a USB deploy: the modules and pages in one image, the files as the known-good copy
@@ -307,23 +355,54 @@ def deploy(target: str, settings_path: Path = settings.DEFAULT, replace_settings
         else:
             local = files
     new_image = image if image and hashlib.sha256(image).hexdigest() != info.rom else b""
-    keep: list[str] = []
-    if not replace_settings and sync.edited_on_board(sync.CONFIG, local, info.files, info.deployed):
-        keep = [sync.CONFIG]
-        say(f"settings: {sync.CONFIG} was changed on the board since the last deploy: kept (a USB deploy lists "
-            "the differences; --replace-settings overwrites it)")
-    on_board = {n: h for n, h in info.files.items() if n not in OWN}  # the update's own files are not the app's
-    p = sync.plan(local, on_board, info.deployed, keep=keep)
-    update = pack(local, p, new_image) if (p.write or p.remove or p.manifest or new_image) else b""
+
+    def planned(info: BoardInfo) -> tuple[sync.Plan, bytes]:
+        keep: list[str] = []
+        if not replace_settings and sync.edited_on_board(sync.CONFIG, local, info.files, info.deployed):
+            keep = [sync.CONFIG]
+            say(f"settings: {sync.CONFIG} was changed on the board since the last deploy: kept (a USB deploy lists "
+                "the differences; --replace-settings overwrites it)")
+        on_board = {n: h for n, h in info.files.items() if n not in OWN}  # the update's own files are not the app's
+        if info.mode == "files":  # only the last deploy's record is known: enough to see that nothing changed
+            on_board = {n: h for n, h in info.deployed.items() if h}
+        p = sync.plan(local, on_board, info.deployed, keep=keep)
+        return p, pack(local, p, new_image) if (p.write or p.remove or p.manifest or new_image) else b""
+
+    mode = info.mode
+    if mode == "files":
+        # Its app tells only the hash of the last deploy's record: the same as this deploy's, nothing changed.
+        record = sync.manifest_text({n: sync.sha256(data) for n, data in local.items()})
+        if hashlib.sha256(record).hexdigest() == info.files.get(sync.MANIFEST):
+            r.after, r.ok, r.verdict = info.version, True, "unchanged"
+            r.expected = info.version
+            r.seconds = time.monotonic() - t0
+            say(f"deploy to {url} over Wi-Fi: {len(local)} unchanged; code as files\nnothing changed: nothing sent")
+            return r
+        if dry_run:
+            r.verdict, r.ok = "would restart into update mode and send what changed", True
+            r.seconds = time.monotonic() - t0
+            return r
+        say("restarting the board into update mode ...")
+        info = enter_update_mode(target, say)
+        if info.last:
+            say(f"the board rolled back its last update: {info.last}")
+        try:
+            key_hex = find_key(info)
+        except UserError:
+            leave_update_mode(target)
+            raise
+    p, update = planned(info)
     r.expected = hashlib.sha256(sync.manifest_text(p.record)).hexdigest()[:8]
     say(f"deploy to {url} over Wi-Fi: {len(p.write)} to write ({p.bytes} bytes), {len(p.remove)} to remove, "
         f"{len(p.unchanged)} unchanged" + (f", {len(p.kept)} kept ({', '.join(p.kept)})" if p.kept else "")
         + (f"; code in ROMFS ({len(image)} bytes of {info.romfs // 1024} KB{', new' if new_image else ', unchanged'})"
            if image else "; code as files"))
     if not update:
+        if mode == "files":
+            leave_update_mode(target)
         r.after, r.ok, r.verdict = info.version, True, "unchanged"
         r.seconds = time.monotonic() - t0
-        say("nothing changed: nothing sent")
+        say("nothing changed: nothing sent" + ("; the board restarts into its app" if mode == "files" else ""))
         return r
     if dry_run:
         r.verdict, r.ok = f"would send {len(update)} bytes", True
