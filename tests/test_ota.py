@@ -333,3 +333,79 @@ def test_fleet_file_mistakes_are_named_before_any_board_is_touched(tmp_path):
                                                                         ("b", "b-host", "0f" * 32)]
     r = espblink("deploy", "--ota", "https://board/")
     assert r.returncode == 2 and "plain HTTP" in r.stderr
+
+
+# --- 1 MB boards: the code runs from files and ota.py does not fit beside the app: update mode ---------------
+
+@pytest.fixture(scope="module")
+def golden_1mb(tmp_path_factory):
+    """A 1 MB NodeMCU (the FLASH_1M build: no ROMFS partition), deployed over USB: its code as files."""
+    tmp = tmp_path_factory.mktemp("ota1mb")
+    state = tmp / "golden"
+    state.mkdir()
+    fw = image.make(variant="FLASH_1M")
+    (state / "flash.bin").write_bytes(fw + b"\xff" * (SIZE - len(fw)))
+    settings_path = tmp / "settings.toml"
+    settings.create(settings_path)
+    with running_sim(state) as sim:
+        sim.booted()
+        r = espblink("deploy", "--port", sim.serial, "--settings", str(settings_path))
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "code as files" in r.stdout and "deploy key: a new one" in r.stdout
+    new = tmp / "new.toml"
+    new.write_text(settings_path.read_text().replace('name = "red"', 'name = "rot"'))
+    return {"tmp": tmp, "flash": state / "flash.bin", "old": settings_path, "new": new}
+
+
+@pytest.fixture
+def board_1mb(golden_1mb):
+    with running_sim(copy_board(golden_1mb, "one-1mb")) as sim:
+        serving(sim)
+        yield sim
+
+
+def test_1mb_board_is_updated_in_update_mode(golden_1mb, board_1mb):
+    r = espblink("deploy", "--ota", board_1mb.http, "--settings", str(golden_1mb["new"]))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "restarting the board into update mode" in r.stdout and "code as files" in r.stdout
+    assert "1 to write" in r.stdout and "on trial" in r.stdout
+    assert leds(board_1mb) == ["blue", "rot"]
+    # Nothing changed: seen from the app's record, without a restart into update mode.
+    r = espblink("deploy", "--ota", board_1mb.http, "--settings", str(golden_1mb["new"]))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "nothing sent" in r.stdout and "update mode" not in r.stdout
+
+
+def test_1mb_board_refuses_a_wrong_key_and_runs_its_app_again(golden_1mb, board_1mb):
+    said = []
+
+    def deploy():
+        try:
+            ota.deploy(board_1mb.http, golden_1mb["new"], key_hex="ab" * 32, say=lambda _: None)
+        except UserError as e:
+            said.append(str(e))
+
+    repl = board_1mb.uart(60, action=deploy, until=b"signature")
+    assert said and "not this board's" in said[0], said
+    assert b"update refused: bad signature" in repl
+    serving(board_1mb)
+    assert leds(board_1mb) == ["blue", "red"]
+
+
+def test_1mb_board_cut_in_update_mode_keeps_its_app(golden_1mb, board_1mb):
+    key = bytes.fromhex(next(iter(keys.load_keys(keys.keys_path(golden_1mb["old"])).values())))
+    info = ota.enter_update_mode(board_1mb.http, say=lambda _: None)
+    assert info.mode == "update"
+    local = sync.build_for_board(info.mpy, settings.load(golden_1mb["new"]))
+    p = sync.plan(local, {n: h for n, h in info.files.items() if n not in ota.OWN}, info.deployed)
+    update = ota.pack(local, p) + b"put pad.bin 20000\n" + bytes(20000)
+
+    def progress(done: int, total: int, elapsed: float) -> None:
+        if done >= total // 2:
+            board_1mb.ctl("power-off")
+
+    with pytest.raises(UserError):
+        ota.send_update(board_1mb.http, key, info.id, ota.next_seq(info.seq), update, progress)
+    board_1mb.ctl("power-on")
+    serving(board_1mb)
+    assert leds(board_1mb) == ["blue", "red"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import socket
 import time
@@ -35,6 +36,7 @@ PROTOCOL = b"espblink-ota"
 CHUNK = 1024  # what the board reads at a time (its request buffer)
 TIMEOUT = 10.0  # seconds without progress before the board counts as unreachable
 RESTART_S = 70.0  # how long a restarted board may take to serve again (a new app that hangs is given 30 s)
+BUSY_S = 40.0  # how long a board that answers 503 (short of heap: a 1 MB board's new app on trial) is asked again
 
 
 @dataclass
@@ -98,11 +100,11 @@ def _connect(host: str, port: int, url: str) -> socket.socket:
         raise UserError(f"board unreachable at {url}: {e.strerror or e}; is it on and on this network?") from None
 
 
-def _request(host: str, port: int, url: str, method: str, body: bytes = b"", upgrade: bool = False
-             ) -> tuple[socket.socket, int, dict[str, str], bytes]:
+def _request(host: str, port: int, url: str, method: str, body: bytes = b"", upgrade: bool = False,
+             path: str = "/api/ota") -> tuple[socket.socket, int, dict[str, str], bytes]:
     """Send one request; returns the socket, status, headers and what was read past the head."""
     s = _connect(host, port, url)
-    head = (f"{method} /api/ota HTTP/1.1\r\nHost: {host}\r\nX-Espblink: 1\r\nUser-Agent: espblink\r\n"
+    head = (f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nX-Espblink: 1\r\nUser-Agent: espblink\r\n"
             f"Content-Length: {len(body)}\r\n")
     if upgrade:
         head += "Connection: Upgrade\r\nUpgrade: espblink-ota\r\n"
@@ -183,11 +185,16 @@ def explain(status: int, text: str, url: str, keys_file: Path | None = None) -> 
     return f"{url} refused the update ({status}): {text}"
 
 
-def get_info(target: str) -> BoardInfo:
+def get_info(target: str, patience: float = BUSY_S) -> BoardInfo:
     host, port, url = board_url(target)
-    s, status, headers, rest = _request(host, port, url, "GET")
-    data = _read_body(s, headers, rest)
-    body = data.decode(errors="replace")
+    deadline = time.monotonic() + patience
+    while True:
+        s, status, headers, rest = _request(host, port, url, "GET")
+        data = _read_body(s, headers, rest)
+        body = data.decode(errors="replace")
+        if status != 503 or time.monotonic() > deadline:  # 503: short of heap just now (a 1 MB board's app)
+            break
+        time.sleep(2)
     if status != 200:
         raise UserError(explain(status, body, url))
     mode = headers.get("x-espblink-mode", "").split()
@@ -288,11 +295,29 @@ def send_update(target: str, key: bytes, board_id: str, seq: int, update: bytes,
     raise UserError(f"the board at {url} gave no verdict (cut off?): it keeps its old app; try again")
 
 
-def wait_back(target: str, timeout: float = RESTART_S) -> BoardInfo:
-    """After the board restarted: its info once it serves again with the new app on trial, or rolled back."""
+def _rolled_back(target: str) -> str | None:
+    """From /api/status: why the last update was undone ("" if it was not); None while the app does not serve."""
+    host, port, url = board_url(target)
+    try:
+        s, status, headers, rest = _request(host, port, url, "GET", path="/api/status")
+        data = json.loads(_read_body(s, headers, rest))
+    except (UserError, ValueError):
+        return None
+    return (data.get("update_rolled_back") or "") if status == 200 else None
+
+
+def wait_back(target: str, timeout: float = RESTART_S, files: bool = False) -> BoardInfo:
+    """After the board restarted: its info once it serves again with the new app on trial, or rolled back.
+    files: its code runs from files, and while its new app is on trial it may have no heap to tell its
+    files; that it serves and reports no rollback is what is asked then (ota.py checked the SHA-256)."""
     deadline = time.monotonic() + timeout
     time.sleep(0.3)
     last_error = ""
+    while files and time.monotonic() < deadline:
+        why = _rolled_back(target)
+        if why is not None:
+            return BoardInfo(id="?", mpy="?", seq=0, key="?", state="trial", last=why, mode="files")
+        time.sleep(0.3)
     while time.monotonic() < deadline:
         try:
             info = get_info(target)
@@ -422,9 +447,9 @@ def deploy(target: str, settings_path: Path = settings.DEFAULT, replace_settings
     r.seconds = time.monotonic() - t0
     say(f"  sent {len(update)} bytes in {took:.1f} s ({len(update) / max(took, 1e-3) / 1024:.0f} KB/s)")
     say(f"the board: {verdict}")
-    after = wait_back(target)
+    after = wait_back(target, files=mode == "files")
     r.seconds = time.monotonic() - t0
-    r.after = after.version
+    r.after = r.expected if mode == "files" and not after.last else after.version
     if after.last:
         r.verdict = f"rolled back: {after.last}"
         raise UserError(f"the new app failed on the board and it went back to the previous one by itself: "
