@@ -186,8 +186,7 @@ def update(app, req):
     try:
         __import__(name).handle(app, req)
     except MemoryError:
-        raise server.HttpError(b"503 Service Unavailable", "not enough free memory on the board for an update now",
-                               b"Retry-After: 5\r\n")
+        raise server.HttpError(b"503 Service Unavailable", "no heap for an update now", b"Retry-After: 5\r\n")
     finally:
         sys.modules.pop(name, None)
 
@@ -361,7 +360,6 @@ class App:
             if self.trial and time.ticks_diff(now, self.t0) > _STABLE_MS:
                 self.trial = False
                 os.remove("ota.state")  # kept (its old copy goes with the next update: ota.py has no room here)
-                print("espblink: update confirmed")
 
 
 def _restore():
