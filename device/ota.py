@@ -12,8 +12,10 @@
 #      or "ERR CODE ...".
 # At start, boot() finishes a swap cut by a power loss (a new ROMFS image is written then, from boot.py,
 # while no code runs from the partition), counts the new app's boots and puts the old app back (files
-# and image) after 3 crashes in a row, or once the new app did not serve within 30 s (main.py's timer marks
-# the journal "hung"); confirm() (the app ran 30 s) drops the old copy.
+# and image) after 3 crashes in a row, or once the new app did not serve within 30 s (boot.py's timer marks
+# the journal "hung"). boot.py counts the plain trial starts itself and loads this only for the rest; the
+# app keeps the new app after 30 s by removing the journal; confirm() (a signed update answered on trial)
+# also drops the old copy.
 import gc
 import hashlib
 import os
@@ -21,7 +23,7 @@ import os
 KEY = "ota.key"  # 64 hex digits: written by the first USB deploy; none: updates over Wi-Fi are off
 SEQ = "ota.seq"  # the last sequence number accepted: a request must carry a higher one
 STATE = "ota.state"  # the journal: "switch", "trial N" or "rollback", then "rom|put|del NAME EXISTED" lines
-# (and "hung" once main.py's timer fired)
+# (and "hung" once boot.py's timer fired)
 LAST = "ota.last"  # what went wrong with the last update (a rollback), until a deploy reads it
 IMG = "ota.img"
 DIR = "ota-files"  # not a name import could take for a package
