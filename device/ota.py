@@ -214,7 +214,7 @@ def _key_id():
 
 
 def _journal():
-    # (phase line, [(b"put"|b"del", name, existed)]) from ota.state. A "hung" line (main.py's timer: the app
+    # (phase line, [(b"put"|b"del", name, existed)]) from ota.state. A "hung" line (boot.py's timer: the app
     # on trial did not serve in time) makes the phase "hung".
     lines = _read(STATE).split(b"\n")
     ops = []
@@ -290,7 +290,7 @@ def _rollback(ops, why, buf):
 
 
 def boot():
-    # At start, while ota.state exists, from main.py before any module of the app is imported, and with
+    # At start, while ota.state exists, from boot.py before any module of the app is imported, and with
     # /rom unmounted (this module then comes from the filesystem: it may rewrite the partition). Mounts
     # /rom again. Returns True when the old app was put back.
     try:
