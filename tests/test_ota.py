@@ -61,10 +61,19 @@ def serving(sim, timeout: float = 30) -> None:
 def golden(tmp_path_factory):
     """A NodeMCU with the ROMFS partition (every board of 2 MB or more), flashed and deployed over USB (its code
     in ROMFS, its deploy key set): its flash image, settings and host keys."""
-    tmp = tmp_path_factory.mktemp("ota")
+    made = deployed_over_usb(tmp_path_factory.mktemp("ota"), "FLASH_2M_ROMFS", "code in ROMFS")
+    held = keys.load_keys(keys.keys_path(made["old"]))
+    assert len(held) == 1 and len(next(iter(held.values()))) == 64
+    assert keys.key_id(next(iter(held.values()))) == next(iter(held))
+    return {**made, "key": next(iter(held.values()))}
+
+
+def deployed_over_usb(tmp: Path, variant: str, layout: str) -> dict:
+    """A board of the firmware variant, flashed and deployed over USB (layout: how deploy says it stored the
+    code; its deploy key set): its flash image, the settings deployed ("old") and one LED renamed ("new")."""
     state = tmp / "golden"
     state.mkdir()
-    fw = image.make(variant="FLASH_2M_ROMFS")
+    fw = image.make(variant=variant)
     (state / "flash.bin").write_bytes(fw + b"\xff" * (SIZE - len(fw)))
     settings_path = tmp / "settings.toml"
     settings.create(settings_path)
@@ -72,14 +81,10 @@ def golden(tmp_path_factory):
         sim.booted()
         r = espblink("deploy", "--port", sim.serial, "--settings", str(settings_path))
         assert r.returncode == 0, r.stdout + r.stderr
-        assert "deploy key: a new one" in r.stdout and "code in ROMFS" in r.stdout
+        assert "deploy key: a new one" in r.stdout and layout in r.stdout
     new = tmp / "new.toml"
     new.write_text(settings_path.read_text().replace('name = "red"', 'name = "rot"'))
-    held = keys.load_keys(keys.keys_path(settings_path))
-    assert len(held) == 1 and len(next(iter(held.values()))) == 64
-    assert keys.key_id(next(iter(held.values()))) == next(iter(held))
-    return {"tmp": tmp, "flash": state / "flash.bin", "old": settings_path, "new": new,
-            "key": next(iter(held.values()))}
+    return {"tmp": tmp, "flash": state / "flash.bin", "old": settings_path, "new": new}
 
 
 def copy_board(golden, name: str) -> Path:
@@ -340,21 +345,7 @@ def test_fleet_file_mistakes_are_named_before_any_board_is_touched(tmp_path):
 @pytest.fixture(scope="module")
 def golden_1mb(tmp_path_factory):
     """A 1 MB NodeMCU (the FLASH_1M build: no ROMFS partition), deployed over USB: its code as files."""
-    tmp = tmp_path_factory.mktemp("ota1mb")
-    state = tmp / "golden"
-    state.mkdir()
-    fw = image.make(variant="FLASH_1M")
-    (state / "flash.bin").write_bytes(fw + b"\xff" * (SIZE - len(fw)))
-    settings_path = tmp / "settings.toml"
-    settings.create(settings_path)
-    with running_sim(state) as sim:
-        sim.booted()
-        r = espblink("deploy", "--port", sim.serial, "--settings", str(settings_path))
-        assert r.returncode == 0, r.stdout + r.stderr
-        assert "code as files" in r.stdout and "deploy key: a new one" in r.stdout
-    new = tmp / "new.toml"
-    new.write_text(settings_path.read_text().replace('name = "red"', 'name = "rot"'))
-    return {"tmp": tmp, "flash": state / "flash.bin", "old": settings_path, "new": new}
+    return deployed_over_usb(tmp_path_factory.mktemp("ota1mb"), "FLASH_1M", "code as files")
 
 
 @pytest.fixture

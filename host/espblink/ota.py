@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from espblink import keys, settings, sync
+from espblink import device, keys, settings, sync
 from espblink.errors import UserError
 
-OWN = (keys.KEY, keys.LAST, "ota.seq", "ota.state", "ota.img")  # on the board: the updates' own files
+OWN = device.OTA_OWN  # on the board: the updates' own files
 PROTOCOL = b"espblink-ota"
 CHUNK = 1024  # what the board reads at a time (its request buffer)
 TIMEOUT = 10.0  # seconds without progress before the board counts as unreachable
