@@ -177,12 +177,14 @@ def _hex(b):
     return binascii.hexlify(b)
 
 
-def _sha_file(name, buf):
+def _sha_file(name, buf, feed=None):
     d = hashlib.sha256()
     mv = memoryview(buf)
     with open(name, "rb") as f:
         n = f.readinto(buf)
         while n:
+            if feed:
+                feed()
             d.update(mv[:n])
             n = f.readinto(buf)
     return _hex(d.digest())
@@ -343,8 +345,9 @@ class Refused(Exception):
     pass
 
 
-def _begin(body):
+def _begin(body, feed):
     # Checks the signed first request; returns (length, sha256 hex) or raises Refused (nothing written).
+    # feed: the watchdog's, between the flash operations.
     key = _key()
     if key is None:
         raise Refused(b"403 Forbidden", "updates over Wi-Fi are off: this board has no deploy key; deploy once "
@@ -363,10 +366,14 @@ def _begin(body):
     if seq <= _read(SEQ).strip():
         print("espblink: update refused: replayed request (sequence %s)" % seq.decode())
         raise Refused(b"403 Forbidden", "replayed request: sequence number already used")
+    if feed:
+        feed()
     _write(SEQ, seq)  # used up now, whatever happens next
     _remove(LAST)  # the host has read it
     # A new app on trial that answers a signed update serves: it is kept, and becomes the one to go back to.
     confirm()
+    if feed:
+        feed()
     if _exists(STATE):
         raise Refused(b"409 Conflict", "the previous update is not in place yet (the board's boot.py has no update "
                       "step): deploy over USB")
@@ -397,7 +404,7 @@ def _receive(sock, buf, length, feed):
                 raise Refused(b"408 Request Timeout", "the update stopped after %d of %d bytes" % (got, length))
             f.write(mv[:n])
             got += n
-    return _sha_file(IMG, buf)
+    return _sha_file(IMG, buf, feed)
 
 
 def _unpack(buf, feed):
@@ -463,7 +470,7 @@ def update(req, feed=None):
     # POST /api/ota. Returns True when the new app is in place and the board must restart.
     sock = req.sock
     try:
-        length, sha = _begin(req.body)
+        length, sha = _begin(req.body, feed)
     except Refused as e:  # (written here: update mode has no server module)
         msg = e.args[1].encode() + b"\n"
         sock.write(b"HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
