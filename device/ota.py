@@ -466,16 +466,21 @@ def handle(app, req, mode=b"app"):
         app.restart_at = time.ticks_add(time.ticks_ms(), 300)
 
 
+def answer(sock, status, text):
+    # A plain-text answer and its line of text, written here: update mode (otamode.py) has no server module.
+    sock.write(b"HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+               b"Connection: close\r\n\r\n" % (status, len(text) + 1))
+    sock.write(text)
+    sock.write(b"\n")
+
+
 def update(req, feed=None):
     # POST /api/ota. Returns True when the new app is in place and the board must restart.
     sock = req.sock
     try:
         length, sha = _begin(req.body, feed)
-    except Refused as e:  # (written here: update mode has no server module)
-        msg = e.args[1].encode() + b"\n"
-        sock.write(b"HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
-                   b"Connection: close\r\n\r\n" % (e.args[0], len(msg)))
-        sock.write(msg)
+    except Refused as e:
+        answer(sock, e.args[0], e.args[1].encode())
         return False
     sock.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: espblink-ota\r\nConnection: Upgrade\r\n\r\n")
     buf = req.buf  # the request in it has been read: its 1 KiB carries the update's chunks

@@ -27,10 +27,6 @@ class Mode:
         self.body = b""
         self.buf = bytearray(1024)
 
-    def refuse(self, status, why):
-        self.sock.write(b"HTTP/1.1 %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s\n"
-                        % (status, len(why) + 1, why))
-
     def request(self):
         # The head and body into buf; the head's fields or None (the client went away or sent too much).
         buf = self.buf
@@ -71,19 +67,20 @@ class Mode:
         if not got:
             return
         s.settimeout(1)  # then written, and the update read, as the app's server lets ota.py do
+        ota = sys.modules["ota"]  # loaded by run(), first
         first, h = got
         self.method = first[0]
         host = h.get(b"host", b"")
         name = host.split(b":")[0]
         origin = h.get(b"origin")
         if len(first) != 3 or first[1] != b"/api/ota" or self.method not in (b"GET", b"POST"):
-            self.refuse(b"503 Service Unavailable", b"the board is in update mode: its app is back within a minute")
+            ota.answer(s, b"503 Service Unavailable", b"the board is in update mode: its app is back within a minute")
         elif not (name.replace(b".", b"").isdigit() or name.startswith(self.hostname)) or (
                 origin and origin.split(b"//")[-1] != host) or (
                 self.method == b"POST" and h.get(b"x-espblink") != b"1"):
-            self.refuse(b"403 Forbidden", b"cross-site request refused")
+            ota.answer(s, b"403 Forbidden", b"cross-site request refused")
         else:
-            sys.modules["ota"].handle(self, self, b"update")
+            ota.handle(self, self, b"update")
             if self.method == b"POST" and self.restart_at is None:  # refused or cut: back to the app
                 self.restart_at = time.ticks_ms()
 
