@@ -381,18 +381,6 @@ def deploy(target: str, settings_path: Path = settings.DEFAULT, replace_settings
             local = files
     new_image = image if image and hashlib.sha256(image).hexdigest() != info.rom else b""
 
-    def planned(info: BoardInfo) -> tuple[sync.Plan, bytes]:
-        keep: list[str] = []
-        if not replace_settings and sync.edited_on_board(sync.CONFIG, local, info.files, info.deployed):
-            keep = [sync.CONFIG]
-            say(f"settings: {sync.CONFIG} was changed on the board since the last deploy: kept (a USB deploy lists "
-                "the differences; --replace-settings overwrites it)")
-        on_board = {n: h for n, h in info.files.items() if n not in OWN}  # the update's own files are not the app's
-        if info.mode == "files":  # only the last deploy's record is known: enough to see that nothing changed
-            on_board = {n: h for n, h in info.deployed.items() if h}
-        p = sync.plan(local, on_board, info.deployed, keep=keep)
-        return p, pack(local, p, new_image) if (p.write or p.remove or p.manifest or new_image) else b""
-
     mode = info.mode
     if mode == "files":
         # Its app tells only the hash of the last deploy's record: the same as this deploy's, nothing changed.
@@ -416,7 +404,15 @@ def deploy(target: str, settings_path: Path = settings.DEFAULT, replace_settings
         except UserError:
             leave_update_mode(target)
             raise
-    p, update = planned(info)
+    # The plan from the board's full info (in update mode, for a board whose code runs from files).
+    keep: list[str] = []
+    if not replace_settings and sync.edited_on_board(sync.CONFIG, local, info.files, info.deployed):
+        keep = [sync.CONFIG]
+        say(f"settings: {sync.CONFIG} was changed on the board since the last deploy: kept (a USB deploy lists "
+            "the differences; --replace-settings overwrites it)")
+    on_board = {n: h for n, h in info.files.items() if n not in OWN}  # the update's own files are not the app's
+    p = sync.plan(local, on_board, info.deployed, keep=keep)
+    update = pack(local, p, new_image) if (p.write or p.remove or p.manifest or new_image) else b""
     r.expected = hashlib.sha256(sync.manifest_text(p.record)).hexdigest()[:8]
     say(f"deploy to {url} over Wi-Fi: {len(p.write)} to write ({p.bytes} bytes), {len(p.remove)} to remove, "
         f"{len(p.unchanged)} unchanged" + (f", {len(p.kept)} kept ({', '.join(p.kept)})" if p.kept else "")
