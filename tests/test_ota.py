@@ -14,7 +14,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ import pytest
 from espblink import image, keys, ota, paths, settings, sync
 from espblink.errors import UserError
 from nodemcu.flash import SIZE
-from sim_support import ESPBLINK, running_sim
+from sim_support import ESPBLINK, Sim, running_sim
 
 # The board's start-up must run the update's boot step before the app loads (boot.py) and count an app that
 # cannot even load as a crash (main.py): without them a swap cut by a power loss is not finished and a
@@ -94,10 +95,17 @@ def copy_board(golden, name: str) -> Path:
     return state
 
 
+@contextmanager
+def serving_copy(golden, name: str) -> Iterator[Sim]:
+    """A board powered on from a copy of golden's flash, once it serves."""
+    with running_sim(copy_board(golden, name)) as sim:
+        serving(sim)
+        yield sim
+
+
 @pytest.fixture
 def board(golden):
-    with running_sim(copy_board(golden, "one")) as sim:
-        serving(sim)
+    with serving_copy(golden, "one") as sim:
         yield sim
 
 
@@ -350,8 +358,7 @@ def golden_1mb(tmp_path_factory):
 
 @pytest.fixture
 def board_1mb(golden_1mb):
-    with running_sim(copy_board(golden_1mb, "one-1mb")) as sim:
-        serving(sim)
+    with serving_copy(golden_1mb, "one-1mb") as sim:
         yield sim
 
 

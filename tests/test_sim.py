@@ -204,11 +204,16 @@ def test_which_resets_run_boot_py_and_main_py(board, tmp_path):
     assert boot_log(board) == "bm1"
 
 
-def test_ctrl_c_interrupts_main_py(board, tmp_path):
-    (tmp_path / "main.py").write_text("import time\nprint('main.py running')\nwhile True:\n    time.sleep_ms(50)\n")
+def power_on_running(board, tmp_path, rest: str) -> None:
+    """main.py (it says "main.py running", then runs `rest`) copied to the board, which is powered on into it."""
+    (tmp_path / "main.py").write_text("import time\nprint('main.py running')\n" + rest)
     assert mpremote(board, "fs", "cp", str(tmp_path / "main.py"), ":main.py").returncode == 0
     out = board.uart(20, action=board.power_cycle, until=b"main.py running")
     assert b"main.py running" in out
+
+
+def test_ctrl_c_interrupts_main_py(board, tmp_path):
+    power_on_running(board, tmp_path, "while True:\n    time.sleep_ms(50)\n")
     out = board.uart(5, send=b"\x03", until=b">>> ", drain=False)
     assert b"KeyboardInterrupt" in out and b">>> " in out
     board.booted()  # the start-up carried on to the REPL
@@ -223,10 +228,7 @@ def test_ctrl_c_interrupts_main_py(board, tmp_path):
 
 def test_what_is_typed_while_main_py_runs_reaches_the_repl_after_it(board, tmp_path):
     # The UART keeps what arrives while main.py runs; the REPL reads it once main.py has ended.
-    (tmp_path / "main.py").write_text("import time\nprint('main.py running')\ntime.sleep_ms(1500)\n")
-    assert mpremote(board, "fs", "cp", str(tmp_path / "main.py"), ":main.py").returncode == 0
-    out = board.uart(20, action=board.power_cycle, until=b"main.py running")
-    assert b"main.py running" in out
+    power_on_running(board, tmp_path, "time.sleep_ms(1500)\n")
     out = board.uart(10, send=b"print(6*7)\r", until=b"42\r\n", drain=False)
     assert b"42\r\n" in out, out
 
