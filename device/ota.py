@@ -461,7 +461,7 @@ def handle(app, req, mode=b"app"):
     import time
 
     if req.method == b"GET":
-        info(req, mode)
+        info(req, mode, app.wdt.feed)
     elif update(req, app.wdt.feed):
         app.restart_at = time.ticks_add(time.ticks_ms(), 300)
 
@@ -520,7 +520,7 @@ def _lines(name):
                 yield line
 
 
-def info(req, mode=b"app"):
+def info(req, mode=b"app", feed=None):
     # GET /api/ota: "key value" lines, the last deploy's record as "deployed NAME SHA256" lines, then
     # "file NAME SHA256" for each file, hashed while it is sent.
     import sys
@@ -558,5 +558,5 @@ def info(req, mode=b"app"):
         sock.write(line.strip())
         sock.write(b"\n")
     for n in names:
-        sock.write(b"file %s %s\n" % (n.encode(), _sha_file(n, req.buf)))
+        sock.write(b"file %s %s\n" % (n.encode(), _sha_file(n, req.buf, feed)))
     gc.collect()

@@ -238,3 +238,44 @@ def test_wifi_qr_payload_escapes_and_draws():
 def test_manifest_names_official_files():
     m = json.loads((paths.FIRMWARE / "manifest.json").read_text())
     assert all(Path(v["file"]).name.startswith("ESP8266_GENERIC") for v in m["variants"].values())
+
+
+def test_deploy_waits_for_the_restarted_board_and_not_a_cut_off_answer():
+    """After an update the app that took it answers until it restarts, and a board that restarts (or whose
+    watchdog bites) while answering cuts its answer off: neither is taken for the new app on trial."""
+    import socket
+
+    from espblink import ota
+
+    def info(state: str, deployed: str) -> bytes:
+        return (f"mode app\nid 5ccf7f000001\nmpy 6.3\nseq 2\nkey k1\nstate {state}\nlast \nrom 0 -\n"
+                f"file .deployed {deployed}\nfile config.json {'c' * 64}\n").encode()
+
+    def answer(body: bytes, cut: int = 0) -> bytes:
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+        return head + body[:len(body) - cut]
+
+    new = "a" * 64
+    answers = [answer(info("trial 1", new), cut=1),  # read on its own first: get_info refuses it
+               answer(info("trial 0", new)),  # the app that took the update, before its restart
+               answer(info("trial 1", new), cut=40),  # the new app, reset while it answered
+               answer(info("trial 1", new))]
+    srv = socket.create_server(("127.0.0.1", 0))
+    got: list[bytes] = []
+
+    def board() -> None:
+        for a in answers:
+            c, _ = srv.accept()
+            got.append(c.recv(4096))
+            c.sendall(a)
+            c.close()
+
+    t = threading.Thread(target=board, daemon=True)
+    t.start()
+    target = f"http://127.0.0.1:{srv.getsockname()[1]}/"
+    with pytest.raises(UserError, match="cut off"):
+        ota.get_info(target)
+    back = ota.wait_back(target, timeout=20)
+    t.join(5)
+    srv.close()
+    assert back.state == "trial 1" and back.version == new[:8] and len(got) == 4

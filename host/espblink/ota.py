@@ -141,6 +141,8 @@ def _read_body(s: socket.socket, headers: dict[str, str], rest: bytes) -> bytes:
             break
         rest += chunk
     s.close()
+    if len(rest) < n:  # it restarted, or its watchdog bit, while answering: what came is not the answer
+        raise UserError(f"the board's answer was cut off ({len(rest)} of {n} bytes): restarting or busy? try again")
     return rest
 
 
@@ -318,22 +320,27 @@ def wait_back(target: str, timeout: float = RESTART_S, files: bool = False) -> B
         if why is not None:
             return BoardInfo(id="?", mpy="?", seq=0, key="?", state="trial", last=why, mode="files")
         time.sleep(0.3)
+    gone = False  # it stopped answering once: it restarted
+    state = ""
     while time.monotonic() < deadline:
         try:
             info = get_info(target)
         except UserError as e:
-            last_error = str(e)
+            last_error, gone = str(e), True
             time.sleep(0.3)
             continue
-        if info.mode == "update":  # not restarted yet
-            pass
-        elif info.state.startswith("trial") or info.last or info.state == "idle":  # (the update cleared "last")
+        state = info.state
+        if state == "switch" and gone:
+            break
+        if info.mode == "update" or state in ("trial 0", "switch"):
+            pass  # not restarted yet: the app that took the update answers until it restarts, 300 ms later
+        elif state.startswith("trial") or info.last or state == "idle":  # (the update cleared "last")
             return info
-        if info.state == "switch":
-            raise UserError("the board restarted without putting the update in place: its boot.py has no update "
-                            "step (an app from before updates over Wi-Fi could carry a new ROMFS image); deploy "
-                            "once over USB (make deploy), then over Wi-Fi")
         time.sleep(0.3)
+    if state == "switch":
+        raise UserError("the board restarted without putting the update in place: its boot.py has no update "
+                        "step (an app from before updates over Wi-Fi could carry a new ROMFS image); deploy "
+                        "once over USB (make deploy), then over Wi-Fi")
     raise UserError(f"the board did not serve again within {timeout:.0f} s of restarting ({last_error}); if it "
                     "does not come back, power-cycle it: a new app that keeps failing is replaced by the old one "
                     "after 3 starts")
