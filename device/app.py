@@ -42,15 +42,16 @@ def settings_page(app, req):
 
 
 def page_nojs(app, req):
-    _nojs().page(app, req)
+    # The page for browsers without JavaScript: loaded while it answers (few browsers need it).
+    _load("nojs").page(app, req)
 
 
-def _nojs():
-    # The page and forms for browsers without JavaScript: loaded while they answer (few browsers need them).
-    import nojs
-
-    del sys.modules["nojs"]
-    return nojs
+def _load(name):
+    # A module for one use (the page without JavaScript, its forms, restore.py's power-on state and its
+    # writes, a few times a minute at most): it goes when that is done.
+    m = __import__(name)
+    del sys.modules[name]
+    return m
 
 
 def state(app, req):
@@ -131,7 +132,7 @@ def post_led(app, req):
     if led is None:
         raise server.HttpError(b"404 Not Found", "no LED of that name")
     if req.headers[b"content-type"].startswith(b"application/x-www-form-urlencoded"):
-        _nojs().post(app, req, led)
+        _load("form").post(app, req, led)
         return
     guard.same_site(req, app.token)
     action, blink = _action(req)
@@ -310,7 +311,7 @@ class App:
         self.lights = leds.make(self.cfg["leds"])
         if not [led for led in self.lights if led.gpio == 0]:
             self.button = machine.Pin(0, machine.Pin.IN)
-        self.saved = _restore().load(self.lights, self.cfg["restore"])
+        self.saved = _load("restore").load(self.lights, self.cfg["restore"])
         import wifi
         import dns
 
@@ -351,7 +352,7 @@ class App:
             if self.save_at is not None and time.ticks_diff(now, self.save_at) >= 0:
                 self.save_at = None
                 self.saved_at = now
-                self.saved = _restore().save(self.lights, self.saved)
+                self.saved = _load("restore").save(self.lights, self.saved)
             if self.restart_at is not None and time.ticks_diff(now, self.restart_at) >= 0:
                 machine.reset()
             if self.crashes and time.ticks_diff(now, self.t0) > _STABLE_MS:
@@ -360,14 +361,6 @@ class App:
             if self.trial and time.ticks_diff(now, self.t0) > _STABLE_MS:
                 self.trial = False
                 os.remove("ota.state")  # kept (its old copy goes with the next update: ota.py has no room here)
-
-
-def _restore():
-    # Power-on state and its writes (restore.py): loaded for each use, a few times a minute at most.
-    import restore
-
-    del sys.modules["restore"]
-    return restore
 
 
 def _count(n):

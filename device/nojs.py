@@ -1,6 +1,5 @@
-# The page and its forms for browsers without JavaScript, loaded by the app while they answer. Handed
-# the app; it imports nothing of it.
-import guard
+# The page for browsers without JavaScript, loaded by the app while it answers; its forms' POSTs are
+# form.py's. Handed the app; it imports nothing of it.
 import server
 
 
@@ -33,16 +32,3 @@ def page(app, req):
     for part in parts():
         req.sock.write(part)
 
-
-def post(app, req, led):
-    # A form's POST: action=on|off|toggle|blink, blink_ms, and the page's token t.
-    f = {}
-    for pair in bytes(req.body).split(b"&"):
-        i = pair.find(b"=")
-        if i < 0:
-            f[pair] = b""
-        else:
-            f[pair[:i]] = pair[i + 1:]
-    guard.same_site(req, app.token, f)
-    app.apply(led, f.get(b"action", b""), f.get(b"blink_ms", b"500"))
-    server.send(req.sock, b"303 See Other", b"", server.TEXT, b"Location: /\r\n")
