@@ -156,7 +156,14 @@ def with_idle_sockets(p: Peer, n: int = 50, idle_n: int = 6) -> dict[str, Any]:
 
 
 def serves(name: str, folder: Path, heap: int, n: int = 1000) -> bool:
-    return serve_mixed(name, folder, heap, n)[0]
+    """serve_mixed's verdict on a fresh copy of folder: what a run at too small a heap leaves there (the
+    boot-loop guard's count of its crashes) must not stop the next run from starting."""
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / folder.name
+        shutil.copytree(folder, copy)
+        if runner.romfs_file(folder).exists():
+            shutil.copyfile(runner.romfs_file(folder), runner.romfs_file(copy))
+        return serve_mixed(name, copy, heap, n)[0]
 
 
 def serve_mixed(name: str, folder: Path, heap: int, n: int = 1000) -> tuple[bool, int | None, int | None]:
