@@ -192,7 +192,13 @@ def get_info(target: str, patience: float = BUSY_S) -> BoardInfo:
     deadline = time.monotonic() + patience
     while True:
         s, status, headers, rest = _request(host, port, url, "GET")
-        data = _read_body(s, headers, rest)
+        try:
+            data = _read_body(s, headers, rest)
+        except UserError:  # cut off: it restarted while it answered (power, its watchdog): asked again
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+            continue
         body = data.decode(errors="replace")
         if status != 503 or time.monotonic() > deadline:  # 503: short of heap just now (a 1 MB board's app)
             break

@@ -80,6 +80,7 @@ class Board:
         self.mode = "off"
         self.rom: Bootloader | None = None
         self.proc: subprocess.Popen | None = None
+        self._waited = (0, 0.0)  # (pid, seconds) its MicroPython waited for a CPU, as last read (_clock)
         self.master: int | None = None
         self.raw = False
         self.ready = False
@@ -386,9 +387,9 @@ class Board:
             elif "hostname" in msg:
                 self.hostname = msg["hostname"]
             elif "wdt" in msg:
-                self.wdt = (msg["wdt"], time.monotonic()) if msg["wdt"] else None
+                self.wdt = (msg["wdt"], self._clock()) if msg["wdt"] else None
             elif "feed" in msg and self.wdt:
-                self.wdt = (self.wdt[0], time.monotonic())
+                self.wdt = (self.wdt[0], self._clock())
             elif "repl" in msg:
                 self.at_repl = True
             elif "ready" in msg:
@@ -403,10 +404,24 @@ class Board:
                     self.proc.kill()
             self._write_state()
 
+    def _clock(self) -> float:
+        """The board's time, which its watchdog counts: this host's clock less the time its MicroPython
+        waited for a CPU (/proc/PID/schedstat). The chip's code never waits for a CPU; here a loaded host
+        can hold it off for seconds, and a watchdog on the host's clock would bite a board that was never
+        given the time to feed it."""
+        proc = self.proc
+        if proc:
+            try:
+                with open(f"/proc/{proc.pid}/schedstat") as f:
+                    self._waited = (proc.pid, int(f.read().split()[1]) / 1e9)
+            except (OSError, ValueError, IndexError):  # not Linux, or it has just ended: as last read
+                pass
+        return time.monotonic() - (self._waited[1] if proc and self._waited[0] == proc.pid else 0.0)
+
     def _watchdog(self) -> None:
         while not self._stop.wait(0.2):
             with self.lock:
-                if self.wdt and time.monotonic() - self.wdt[1] > self.wdt[0] / 1000:
+                if self.wdt and self._clock() - self.wdt[1] > self.wdt[0] / 1000:
                     self.log("watchdog: not fed for %d ms, resetting" % self.wdt[0])
                     self._boot(self.pins.get("0", 1) == 0, NodeMCU.RST_WDT)
 
