@@ -79,8 +79,9 @@ def test_fleet_deploy_over_mqtt_updates_the_online_boards_at_their_addresses(tmp
         r = espblink("fleet", "deploy", "--mqtt", target, "--settings", str(new), "--dry-run")
         assert r.returncode == 1, r.stdout + r.stderr
         rows = _rows(r.stdout, names)
+        said = lambda: r.stdout + "".join(f"\n{s.http}: " + " | ".join(s.console[-5:]) for s in sims)  # noqa: E731
         for n in names[:3]:
-            assert "would send" in rows[n], r.stdout
+            assert "would send" in rows[n], said()
         assert "offline" in rows[names[3]], r.stdout
         assert [leds(s.http) for s in sims[:3]] == [["blue", "red"]] * 3
 
@@ -89,7 +90,7 @@ def test_fleet_deploy_over_mqtt_updates_the_online_boards_at_their_addresses(tmp
         rows = _rows(r.stdout, names)
         for n, sim in zip(names[:3], sims[:3], strict=True):
             name, before, after, sent, *_ = rows[n].split()
-            assert "updated" in rows[n] and before != after and int(sent) > 0, r.stdout
+            assert "updated" in rows[n] and before != after and int(sent) > 0, said()
             assert leds(sim.http) == ["blue", "rot"]
         assert "offline" in rows[names[3]] and "skipped" in rows[names[3]], r.stdout
         assert f"3 of 4 boards on the new version; not: {names[3]}" in r.stdout
