@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import socket
 import threading
 from pathlib import Path
 
 import pytest
 from host_support import serving
 
-from espblink import build, cli, firmware, image, paths, ports, qr, rules, settings, sync
+from espblink import build, cli, firmware, image, ota, paths, ports, qr, rules, settings, sync
 from espblink.errors import UserError
 
 
@@ -243,10 +244,6 @@ def test_manifest_names_official_files():
 def test_deploy_waits_for_the_restarted_board_and_not_a_cut_off_answer():
     """After an update the app that took it answers until it restarts, and a board that restarts (or whose
     watchdog bites) while answering cuts its answer off: neither is taken for the new app on trial."""
-    import socket
-
-    from espblink import ota
-
     def info(state: str, deployed: str) -> bytes:
         return (f"mode app\nid 5ccf7f000001\nmpy 6.3\nseq 2\nkey k1\nstate {state}\nlast \nrom 0 -\n"
                 f"file .deployed {deployed}\nfile config.json {'c' * 64}\n").encode()

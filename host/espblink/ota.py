@@ -197,12 +197,11 @@ def get_info(target: str, patience: float = BUSY_S) -> BoardInfo:
         except UserError:  # cut off: it restarted while it answered (power, its watchdog): asked again
             if time.monotonic() > deadline:
                 raise
-            time.sleep(2)
-            continue
-        body = data.decode(errors="replace")
-        if status != 503 or time.monotonic() > deadline:  # 503: short of heap just now (a 1 MB board's app)
-            break
+        else:
+            if status != 503 or time.monotonic() > deadline:  # 503: short of heap just now (a 1 MB board's app)
+                break
         time.sleep(2)
+    body = data.decode(errors="replace")
     if status != 200:
         raise UserError(explain(status, body, url))
     mode = headers.get("x-espblink-mode", "").split()
